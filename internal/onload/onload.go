@@ -1,0 +1,409 @@
+// Package onload is the copy blkcopy does itself when the storage cannot:
+// page-aligned buffers, O_DIRECT where the endpoint was opened with it, and
+// reads overlapped with writes so a copy runs at the speed of the slower side
+// instead of the sum of both, which is what dd does.
+package onload
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Endpoint is one side of a copy.
+type Endpoint struct {
+	File *os.File
+	// Direct says File was opened with O_DIRECT. A Direct destination
+	// must be open for reading too (O_RDWR): blocks that the range only
+	// partly covers are read, patched and written whole.
+	Direct bool
+	// Align is the logical block size of the device (1 or 512 for regular
+	// files). With Direct, offsets and lengths of every I/O are multiples
+	// of it, and buffers are aligned to max(Align, page size).
+	Align int64
+}
+
+// Options tune a Copy; the zero value picks defaults.
+type Options struct {
+	BufSize int64 // bytes per I/O; 0 = DefaultBufSize(0, 0); rounded up to the alignment
+	Depth   int   // I/Os in flight per side; 0 = DefaultDepth
+	// Progress is called with the bytes newly added to the written
+	// prefix. Calls never overlap; they come from the copy's goroutines
+	// and must be cheap.
+	Progress func(n int64)
+	// NoSync skips the fdatasync of dst at the end, for a caller that
+	// syncs once after many Copy calls.
+	NoSync bool
+}
+
+// DefaultDepth is the number of reads and of writes in flight. Two of each
+// measured best on two-core machines (see BenchmarkCopyLoop): one reader and
+// one writer leave the device idle between requests of one side.
+const DefaultDepth = 2
+
+// DefaultBufSize derives the bytes per I/O from a device's queue limits
+// (max_sectors_kb and optimal_io_size in bytes; 0 when unknown): about 2 MiB,
+// which the block layer splits into a few max-sized requests that the device
+// works on together, rounded to whole optimal I/O units.
+func DefaultBufSize(maxSectorsKB, optimalIOSize int64) int64 {
+	const target = 2 << 20
+	size := int64(target)
+	if maxSectorsKB > 0 {
+		// Whole requests: a trailing partial request costs a full one.
+		unit := maxSectorsKB << 10
+		size = max(unit, alignDown(target, unit))
+	}
+	if optimalIOSize > 0 {
+		size = alignUp(size, optimalIOSize)
+	}
+	return min(alignUp(size, pageSize), 16<<20)
+}
+
+// Copy copies n bytes from src at srcOff to dst at dstOff. It returns the
+// number of bytes written to dst as a contiguous prefix
+// [dstOff, dstOff+written) and stops early, returning ctx.Err() wrapped, when
+// ctx is cancelled, after in-flight writes finish. It never writes outside
+// [dstOff, dstOff+n) with changed content: with a Direct destination the
+// partly covered blocks at either end are read back and rewritten whole.
+//
+// Source and destination ranges must not overlap: reads and writes run
+// concurrently and out of order. The orchestrator guarantees this by giving
+// Copy one non-overlapping chunk at a time.
+//
+// Errors are *Error values naming the operation, path and offset; a source
+// that ends before srcOff+n fails with io.ErrUnexpectedEOF.
+func Copy(ctx context.Context, dst, src Endpoint, dstOff, srcOff, n int64, opt Options) (written int64, err error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("copy %s to %s: %w", src.File.Name(), dst.File.Name(), err)
+	}
+	c := newCopier(dst, src, dstOff, srcOff, n, opt)
+	defer runtime.KeepAlive(dst.File)
+	defer runtime.KeepAlive(src.File)
+	return c.run(ctx)
+}
+
+type copier struct {
+	dst, src          side
+	dstOff, srcOff, n int64
+	bufSize           int64
+	base              int64 // dst offset where chunk 0's window starts
+	count             int64 // number of chunks
+	depth             int
+	progress          func(int64)
+	noSync            bool
+	dstSize           int64 // size of a regular-file dst before the copy; -1 otherwise
+	mu                sync.Mutex
+	cond              sync.Cond
+	next              int64  // next chunk to hand to a reader
+	prefix            int64  // chunks [0, prefix) are written
+	done              []bool // ring of written chunks at and past prefix
+	stopAt            int64  // lowest failed chunk, or count
+	err               error  // the failure of chunk stopAt
+	cancelled         bool
+}
+
+func newCopier(dst, src Endpoint, dstOff, srcOff, n int64, opt Options) *copier {
+	c := &copier{
+		dst: newSide(dst), src: newSide(src),
+		dstOff: dstOff, srcOff: srcOff, n: n,
+		depth: opt.Depth, progress: opt.Progress, noSync: opt.NoSync,
+		dstSize: -1,
+	}
+	c.cond.L = &c.mu
+	if c.depth <= 0 {
+		c.depth = DefaultDepth
+	}
+	c.bufSize = opt.BufSize
+	if c.bufSize <= 0 {
+		c.bufSize = DefaultBufSize(0, 0)
+	}
+	// Chunk windows start on the destination's block grid so that every
+	// chunk but the first and last is written with whole blocks.
+	c.bufSize = alignUp(c.bufSize, max(c.dst.align, c.src.align, pageSize))
+	c.base = alignDown(dstOff, c.dst.align)
+	c.count = (dstOff + n - c.base + c.bufSize - 1) / c.bufSize
+	c.depth = int(min(int64(c.depth), c.count))
+	// The ring bounds how far readers may run ahead of the written
+	// prefix, so a stalled chunk cannot make bookkeeping grow with n.
+	c.done = make([]bool, 4*2*c.depth)
+	c.stopAt = c.count
+	return c
+}
+
+// chunk returns the destination range of chunk i and the start of its
+// block-aligned window.
+func (c *copier) chunk(i int64) (w0, d0, d1 int64) {
+	w0 = c.base + i*c.bufSize
+	return w0, max(w0, c.dstOff), min(w0+c.bufSize, c.dstOff+c.n)
+}
+
+type job struct {
+	i   int64
+	buf []byte
+}
+
+func (c *copier) run(ctx context.Context) (int64, error) {
+	if c.dst.direct {
+		var st unix.Stat_t
+		if unix.Fstat(c.dst.fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			c.dstSize = st.Size
+		}
+	}
+	// Two buffers per reader keep every reader busy while the writers
+	// drain what the readers filled.
+	nbuf := 2 * c.depth
+	bufs, err := NewBuffers(nbuf, c.bufSize, max(c.dst.align, c.src.align))
+	if err != nil {
+		return 0, err
+	}
+	defer bufs.Free()
+	free := make(chan []byte, nbuf)
+	for _, b := range bufs.Bufs {
+		free <- b
+	}
+	filled := make(chan job, nbuf)
+
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cancelled = true
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+
+	var readers, writers sync.WaitGroup
+	for range c.depth {
+		readers.Go(func() { c.reader(free, filled) })
+		writers.Go(func() { c.writer(free, filled) })
+	}
+	readers.Wait()
+	close(filled)
+	writers.Wait()
+
+	written := c.written(c.prefix)
+	if c.err == nil && c.prefix == c.count {
+		if err := c.finish(); err != nil {
+			// Buffered writes fail at writeback: after a failed sync
+			// no byte of the range is known to be on the device.
+			return 0, err
+		}
+		return written, nil
+	}
+	c.trimDst()
+	if c.err != nil {
+		return written, c.err
+	}
+	return written, fmt.Errorf("copy %s to %s stopped after %d bytes: %w", c.src.path, c.dst.path, written, context.Cause(ctx))
+}
+
+// written is the length of the destination prefix covered by chunks
+// [0, chunks).
+func (c *copier) written(chunks int64) int64 {
+	if chunks == 0 {
+		return 0
+	}
+	_, _, d1 := c.chunk(chunks - 1)
+	return d1 - c.dstOff
+}
+
+func (c *copier) finish() error {
+	c.trimDst()
+	if c.noSync {
+		return nil
+	}
+	return c.dst.sync()
+}
+
+// trimDst undoes the growth of a regular-file destination past the range:
+// an O_DIRECT write of the last partial block extends the file to the end
+// of that block, where a buffered write would have stopped at dstOff+n.
+func (c *copier) trimDst() {
+	if c.dstSize < 0 {
+		return
+	}
+	var st unix.Stat_t
+	if unix.Fstat(c.dst.fd, &st) != nil {
+		return
+	}
+	if want := max(c.dstSize, c.dstOff+c.n); st.Size > want {
+		_ = unix.Ftruncate(c.dst.fd, want)
+	}
+}
+
+// take hands out the next chunk, waiting while readers are a full ring
+// ahead of the written prefix; false once the copy is done or stopping.
+func (c *copier) take() (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.stopping() && c.next < c.count && c.next-c.prefix >= int64(len(c.done)) {
+		c.cond.Wait()
+	}
+	if c.stopping() || c.next >= c.count {
+		return 0, false
+	}
+	c.next++
+	return c.next - 1, true
+}
+
+func (c *copier) stopping() bool { return c.cancelled || c.stopAt < c.count }
+
+// shouldWrite says whether a filled chunk may still be written: after a
+// cancel nothing new starts, and after a failure only chunks before it can
+// still extend the written prefix.
+func (c *copier) shouldWrite(i int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.cancelled && i < c.stopAt
+}
+
+func (c *copier) fail(i int64, err error) {
+	c.mu.Lock()
+	if i < c.stopAt {
+		c.stopAt, c.err = i, err
+	}
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+func (c *copier) complete(i int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ring := int64(len(c.done))
+	c.done[i%ring] = true
+	old := c.prefix
+	for c.prefix < c.count && c.done[c.prefix%ring] {
+		c.done[c.prefix%ring] = false
+		c.prefix++
+	}
+	if c.prefix == old {
+		return
+	}
+	if c.progress != nil {
+		c.progress(c.written(c.prefix) - c.written(old))
+	}
+	c.cond.Broadcast()
+}
+
+func (c *copier) reader(free chan []byte, filled chan<- job) {
+	var stage []byte // for source reads off the block grid; rarely needed
+	var stageBufs *Buffers
+	defer func() {
+		if stageBufs != nil {
+			stageBufs.Free()
+		}
+	}()
+	for {
+		buf := <-free
+		i, ok := c.take()
+		if !ok {
+			free <- buf
+			return
+		}
+		if c.src.direct && stage == nil && !c.srcAligned(i) {
+			var err error
+			stageBufs, err = NewBuffers(1, c.src.windowSize(c.bufSize), c.src.align)
+			if err != nil {
+				c.fail(i, err)
+				free <- buf
+				continue
+			}
+			stage = stageBufs.Bufs[0]
+		}
+		if err := c.fill(i, buf, stage); err != nil {
+			c.fail(i, err)
+			free <- buf
+			continue
+		}
+		filled <- job{i: i, buf: buf}
+	}
+}
+
+func (c *copier) writer(free chan<- []byte, filled <-chan job) {
+	for j := range filled {
+		if c.shouldWrite(j.i) {
+			if err := c.flush(j.i, j.buf); err != nil {
+				c.fail(j.i, err)
+			} else {
+				c.complete(j.i)
+			}
+		}
+		free <- j.buf
+	}
+}
+
+// srcAligned says whether chunk i's source bytes can be read with O_DIRECT
+// straight to where the write wants them in the buffer.
+func (c *copier) srcAligned(i int64) bool {
+	w0, d0, d1 := c.chunk(i)
+	a := c.src.align
+	s0 := d0 - c.dstOff + c.srcOff
+	return s0%a == 0 && (d1-d0)%a == 0 && (d0-w0)%a == 0
+}
+
+// fill puts the bytes chunk i writes into buf, laid out as the
+// destination's block-aligned window starting at w0.
+func (c *copier) fill(i int64, buf, stage []byte) error {
+	w0, d0, d1 := c.chunk(i)
+	if c.dst.direct {
+		// Read-modify-write of the blocks the range covers only in
+		// part: a block device writes whole logical blocks anyway, so
+		// the bytes outside the range go back with the value they
+		// have now. Past the end of a regular file they read as zeros,
+		// which is what a hole there reads as too.
+		a := c.dst.align
+		w1 := alignUp(d1, a)
+		if d0 > w0 {
+			if err := c.readDstBlock(buf[:a], w0); err != nil {
+				return err
+			}
+		}
+		if tail := w1 - a; d1 < w1 && (tail > w0 || d0 == w0) {
+			if err := c.readDstBlock(buf[tail-w0:w1-w0], tail); err != nil {
+				return err
+			}
+		}
+	}
+	s0 := d0 - c.dstOff + c.srcOff
+	into := buf[d0-w0 : d1-w0]
+	if !c.src.direct || c.srcAligned(i) {
+		_, err := c.src.readAt(into, s0, len(into))
+		return err
+	}
+	// Source and destination disagree about where blocks start (or the
+	// source range starts or ends inside a block): read the source's own
+	// aligned window and move the bytes in memory. Toggling O_DIRECT off
+	// with fcntl instead would change the file status flags under the
+	// other readers' in-flight I/O and push the data through the page
+	// cache, which costs a copy as well.
+	data, err := c.src.readRange(stage, s0, d1-d0)
+	if err != nil {
+		return err
+	}
+	copy(into, data)
+	return nil
+}
+
+func (c *copier) readDstBlock(p []byte, off int64) error {
+	got, err := c.dst.readAt(p, off, 0)
+	if err != nil {
+		return err
+	}
+	clear(p[got:])
+	return nil
+}
+
+func (c *copier) flush(i int64, buf []byte) error {
+	w0, d0, d1 := c.chunk(i)
+	if c.dst.direct {
+		w1 := alignUp(d1, c.dst.align)
+		return c.dst.writeAt(buf[:w1-w0], w0)
+	}
+	return c.dst.writeAt(buf[d0-w0:d1-w0], d0)
+}
