@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+)
+
+// fioCeiling is the copy ceiling of a device pair: fio reads the source and
+// writes the destination at the same time, and a copy can go no faster
+// than the slower of the two streams.
+type fioCeiling struct {
+	mibps  float64
+	engine string // the better of the tried setups
+	tried  []string
+}
+
+func measureFio(ctx context.Context, p devicePair, n int64) (fioCeiling, error) {
+	if _, err := exec.LookPath("fio"); err != nil {
+		return fioCeiling{}, fmt.Errorf("fio not found (apt-get install fio)")
+	}
+	var best fioCeiling
+	for _, setup := range []struct {
+		engine  string
+		iodepth int
+	}{{"psync", 1}, {"libaio", 16}} {
+		v, err := fioOnce(ctx, p, n, setup.engine, setup.iodepth)
+		if err != nil {
+			return fioCeiling{}, err
+		}
+		name := fmt.Sprintf("%s iodepth %d", setup.engine, setup.iodepth)
+		best.tried = append(best.tried, fmt.Sprintf("%s %.0f MiB/s", name, v))
+		if v > best.mibps {
+			best.mibps, best.engine = v, name
+		}
+	}
+	return best, nil
+}
+
+func fioOnce(ctx context.Context, p devicePair, n int64, engine string, iodepth int) (float64, error) {
+	argv := []string{"fio", "--output-format=json",
+		"--direct=1", "--bs=1M", fmt.Sprintf("--size=%d", n),
+		"--ioengine=" + engine, fmt.Sprintf("--iodepth=%d", iodepth),
+		"--name=read", "--filename=" + p.src, "--rw=read",
+		"--name=write", "--filename=" + p.dst, "--rw=write",
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("fio: %w: %s", err, stderr.String())
+	}
+	// fio may print notes before the JSON document.
+	if i := bytes.IndexByte(out, '{'); i > 0 {
+		out = out[i:]
+	}
+	var res struct {
+		Jobs []struct {
+			Name string `json:"jobname"`
+			Read struct {
+				BW float64 `json:"bw_bytes"`
+			} `json:"read"`
+			Write struct {
+				BW float64 `json:"bw_bytes"`
+			} `json:"write"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, fmt.Errorf("fio: parse JSON: %w", err)
+	}
+	var rd, wr float64
+	for _, j := range res.Jobs {
+		switch j.Name {
+		case "read":
+			rd = j.Read.BW
+		case "write":
+			wr = j.Write.BW
+		}
+	}
+	if rd == 0 || wr == 0 {
+		return 0, fmt.Errorf("fio: no read or write bandwidth in its output")
+	}
+	return min(rd, wr) / (1 << 20), nil
+}

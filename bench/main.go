@@ -1,0 +1,284 @@
+// Command bench measures blkcopy against dd, fio and cp on loop devices and
+// regular files, as root:
+//
+//	go run ./bench                        # 2 GiB, 5 counted runs each
+//	go run ./bench --size 64M --runs 1    # quick run, as CI does
+//
+// It checks every copy with cmp and exits 1 if any copy was wrong or
+// failed; a missed performance target is printed as MISSED, not an error.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/blkcopy/blkcopy/internal/size"
+)
+
+type config struct {
+	size, fileSize int64
+	runs, warmup   int
+	dir            string
+	blkcopy        string
+	scenarios      map[string]bool
+	rssSizes       []int64
+}
+
+// bench carries what every scenario needs and collects failures.
+type bench struct {
+	ctx      context.Context
+	cfg      config
+	cl       *cleanups
+	failures []string
+}
+
+func (b *bench) fail(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	b.failures = append(b.failures, msg)
+	fmt.Fprintln(os.Stderr, "bench: FAIL:", msg)
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+}
+
+func main() {
+	os.Exit(realMain())
+}
+
+func parseFlags() (config, error) {
+	var cfg config
+	sizeFlag := flag.String("size", "2G", "bytes to copy on the loop devices ("+size.Help+"); a multiple of 4M")
+	fileSizeFlag := flag.String("file-size", "", "size of the regular file to copy (default: --size)")
+	flag.IntVar(&cfg.runs, "runs", 5, "counted runs per tool")
+	flag.IntVar(&cfg.warmup, "warmup", 1, "uncounted warm-up runs per tool")
+	flag.StringVar(&cfg.dir, "dir", "", "directory on the project's disk for scenario B and the file copies (default: bench/results in the module)")
+	flag.StringVar(&cfg.blkcopy, "blkcopy", "", "blkcopy binary to test (default: go build the module)")
+	scen := flag.String("scenarios", "A,B,file,xfs", "which to run: A (loop on /dev/shm), B (loop on disk), file (ext4 file copy), xfs (file copy on XFS with reflink)")
+	rss := flag.String("rss-sizes", "", "also copy these sizes once with blkcopy on sparse loop devices on disk to show peak RSS stays flat, e.g. 1G,8G")
+	flag.Parse()
+	if flag.NArg() != 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	var err error
+	if cfg.size, err = size.Parse(*sizeFlag); err != nil {
+		return cfg, err
+	}
+	if cfg.size <= 0 || cfg.size%(4<<20) != 0 {
+		return cfg, fmt.Errorf("--size %s: must be a positive multiple of 4M (dd bs=4M copies whole blocks)", *sizeFlag)
+	}
+	cfg.fileSize = cfg.size
+	if *fileSizeFlag != "" {
+		if cfg.fileSize, err = size.Parse(*fileSizeFlag); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.runs < 1 || cfg.warmup < 0 {
+		return cfg, fmt.Errorf("--runs must be >= 1 and --warmup >= 0")
+	}
+	cfg.scenarios = map[string]bool{}
+	for _, s := range strings.Split(*scen, ",") {
+		switch s = strings.TrimSpace(s); s {
+		case "A", "B", "file", "xfs":
+			cfg.scenarios[s] = true
+		case "":
+		default:
+			return cfg, fmt.Errorf("--scenarios: unknown %q (want A, B, file, xfs)", s)
+		}
+	}
+	for _, s := range strings.Split(*rss, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n, err := size.Parse(s)
+		if err != nil || n <= 0 || n%(4<<20) != 0 {
+			return cfg, fmt.Errorf("--rss-sizes %s: want positive multiples of 4M", s)
+		}
+		cfg.rssSizes = append(cfg.rssSizes, n)
+	}
+	return cfg, nil
+}
+
+// realMain is main with exit codes: 0 every copy right, 1 a copy failed or
+// was wrong, 2 usage or setup error, 130 interrupted.
+func realMain() int {
+	cfg, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: needs root (loop devices, mounts, drop_caches)")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b := &bench{ctx: ctx, cfg: cfg, cl: &cleanups{}}
+	defer b.cl.run()
+
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	if err := b.prepare(root); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	rep := b.runAll()
+	rep.print(os.Stdout, b.cfg)
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "bench: interrupted")
+		return 130
+	case len(b.failures) > 0:
+		fmt.Fprintf(os.Stderr, "bench: %d copies failed or were wrong:\n  %s\n", len(b.failures), strings.Join(b.failures, "\n  "))
+		return 1
+	}
+	return 0
+}
+
+// prepare makes the scratch directory and builds blkcopy once.
+func (b *bench) prepare(root string) error {
+	if b.cfg.dir == "" {
+		b.cfg.dir = filepath.Join(root, "bench", "results")
+	}
+	if err := os.MkdirAll(b.cfg.dir, 0o755); err != nil {
+		return err
+	}
+	scratch, err := os.MkdirTemp(b.cfg.dir, "scratch-")
+	if err != nil {
+		return err
+	}
+	b.cl.add(func() { os.RemoveAll(scratch) })
+	b.cfg.dir = scratch
+	if b.cfg.blkcopy != "" {
+		return nil
+	}
+	bin := filepath.Join(scratch, "blkcopy")
+	cmd := exec.CommandContext(b.ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w: %s", err, out)
+	}
+	b.cfg.blkcopy = bin
+	return nil
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("run from inside the blkcopy module (go run ./bench)")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// runAll runs the chosen scenarios in order; each cleans up after itself
+// so /dev/shm and the disk hold one scenario's files at a time.
+func (b *bench) runAll() *report {
+	rep := &report{}
+	cfg := b.cfg
+	devs := []struct{ key, label, dir string }{
+		{"A", "A: loop on /dev/shm", "/dev/shm"},
+		{"B", "B: loop on disk", cfg.dir},
+	}
+	for _, d := range devs {
+		if !cfg.scenarios[d.key] || b.ctx.Err() != nil {
+			continue
+		}
+		scenario := &cleanups{}
+		dir, err := os.MkdirTemp(d.dir, "blkcopy-bench-")
+		if err != nil {
+			b.fail("%s: %v", d.label, err)
+			continue
+		}
+		scenario.add(func() { os.RemoveAll(dir) })
+		b.logf("%s: setting up %s source and destination in %s", d.label, size.Format(cfg.size), dir)
+		p, err := setupLoopPair(b.ctx, scenario, dir, d.key, cfg.size)
+		if err != nil {
+			b.fail("%s: setup: %v", d.label, err)
+			scenario.run()
+			continue
+		}
+		b.logf("%s: %s", d.label, p.note)
+		res := b.runDevices(d.label, p, cfg.size, deviceTools(cfg.blkcopy), cfg.warmup, cfg.runs)
+		if b.ctx.Err() == nil {
+			b.logf("%s: fio ceiling", d.label)
+			res.fio, res.fioErr = measureFio(b.ctx, p, cfg.size)
+		}
+		rep.devices = append(rep.devices, res)
+		scenario.run()
+	}
+	if cfg.scenarios["file"] && b.ctx.Err() == nil {
+		b.logf("file: copying a %s file in %s (caches dropped before every run)", size.Format(cfg.fileSize), cfg.dir)
+		rep.files = append(rep.files, b.runFiles("ext4 file", cfg.dir, cfg.fileSize, fileTools(cfg.blkcopy), cfg.warmup, cfg.runs))
+	}
+	if cfg.scenarios["xfs"] && b.ctx.Err() == nil {
+		if _, err := exec.LookPath("mkfs.xfs"); err != nil {
+			rep.notes = append(rep.notes, "XFS reflink scenario skipped: mkfs.xfs not found (apt-get install xfsprogs)")
+		} else {
+			b.xfs(rep)
+		}
+	}
+	for _, n := range cfg.rssSizes {
+		if b.ctx.Err() != nil {
+			break
+		}
+		b.rss(rep, n)
+	}
+	return rep
+}
+
+func (b *bench) xfs(rep *report) {
+	scenario := &cleanups{}
+	defer scenario.run()
+	mnt, err := setupXFS(b.ctx, scenario, b.cfg.dir, b.cfg.fileSize)
+	if err != nil {
+		b.fail("xfs: setup: %v", err)
+		return
+	}
+	b.logf("xfs: copying a %s file on XFS with reflink at %s (caches dropped before every run)", size.Format(b.cfg.fileSize), mnt)
+	rep.files = append(rep.files, b.runFiles("XFS file (reflink)", mnt, b.cfg.fileSize, fileTools(b.cfg.blkcopy), b.cfg.warmup, b.cfg.runs))
+}
+
+// rss copies n bytes once between sparse loop devices on disk: the data
+// does not matter for memory, and sparse files make 8 GiB cheap to set up.
+func (b *bench) rss(rep *report, n int64) {
+	scenario := &cleanups{}
+	defer scenario.run()
+	label := "RSS " + size.Format(n)
+	var devs []string
+	for _, name := range []string{"rss-src.img", "rss-dst.img"} {
+		path := filepath.Join(b.cfg.dir, name)
+		scenario.add(func() { os.Remove(path) })
+		if err := os.WriteFile(path, nil, 0o600); err != nil {
+			b.fail("%s: %v", label, err)
+			return
+		}
+		if err := os.Truncate(path, n); err != nil {
+			b.fail("%s: %v", label, err)
+			return
+		}
+		dev, err := attachLoop(b.ctx, scenario, path, true)
+		if err != nil {
+			b.fail("%s: %v", label, err)
+			return
+		}
+		devs = append(devs, dev)
+	}
+	b.logf("%s: blkcopy once between sparse loop devices %s -> %s", label, devs[0], devs[1])
+	p := devicePair{src: devs[0], dst: devs[1]}
+	res := b.runDevices(label, p, n, deviceTools(b.cfg.blkcopy)[:1], 0, 1)
+	rep.rss = append(rep.rss, res)
+}
