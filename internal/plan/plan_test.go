@@ -121,6 +121,12 @@ func TestPlanChunks(t *testing.T) {
 			reason:   "unaligned head of 412 bytes and tail of 52 bytes",
 		},
 		{
+			name:     "ranges overlapping by one byte still cap chunks at the distance",
+			in:       Input{Src: 0, Dst: 4095, Len: 4096, SameDevice: true, BlockSize: 1, OffloadMax: mib},
+			want:     []Chunk{off(4095, 8190, 1), off(0, 4095, 4095)},
+			backward: true,
+		},
+		{
 			name: "non-overlapping ranges on the same device copy forwards without a distance cap",
 			in:   Input{Src: 0, Dst: 4096, Len: 4096, SameDevice: true, BlockSize: 512, OffloadMax: mib},
 			want: []Chunk{off(0, 4096, 4096)},
