@@ -16,8 +16,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/blkcopy/blkcopy/internal/size"
 )
 
 // ErrNotBlockDevice is returned by Open for paths that exist but are not
@@ -85,8 +83,24 @@ func (c CopyLimits) Verdict() string {
 	case c.MaxBytes == 0:
 		return "no offload: disabled (copy_max_bytes=0)"
 	default:
-		return fmt.Sprintf("offload (max %s per request)", size.Format(c.MaxBytes))
+		return fmt.Sprintf("offload (max %s per request)", FormatLimit(c.MaxBytes))
 	}
+}
+
+// FormatLimit prints a limit exactly, in the largest binary unit that
+// divides it: "8 MiB", "1280 KiB", "262140 KiB" (65535 4-KiB blocks, which
+// a rounding "256 MiB" would overstate), "512 B". Sizes of devices may be
+// rounded for reading; request limits are what a user tunes and compares.
+func FormatLimit(n int64) string {
+	for _, u := range []struct {
+		name string
+		mult int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return fmt.Sprintf("%d %s", n/u.mult, u.name)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // Sys reads sysfs below Root.
@@ -134,7 +148,7 @@ func (s Sys) Open(path string) (*Device, error) {
 		// /dev/mapper/<name> is a device-mapper name, not a kernel name.
 		dm, dmErr := s.byDMName(name)
 		if dmErr != nil || dm == "" {
-			return nil, fmt.Errorf("%s: no such block device in %s: %w", path, filepath.Dir(dir), fs.ErrNotExist)
+			return nil, &notFoundError{path, filepath.Dir(dir)}
 		}
 		dir = s.path("class", "block", dm)
 	}
@@ -145,6 +159,16 @@ func (s Sys) Open(path string) (*Device, error) {
 	d.Path = path
 	return d, nil
 }
+
+// notFoundError is a device missing from a captured tree. It matches
+// fs.ErrNotExist without repeating "file does not exist" after the message.
+type notFoundError struct{ path, dir string }
+
+func (e *notFoundError) Error() string {
+	return fmt.Sprintf("%s: no such block device in %s", e.path, e.dir)
+}
+
+func (e *notFoundError) Is(target error) bool { return target == fs.ErrNotExist }
 
 func (s Sys) byDMName(name string) (string, error) {
 	names, err := filepath.Glob(s.path("block", "*", "dm", "name"))

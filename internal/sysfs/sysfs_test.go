@@ -234,7 +234,10 @@ func TestVerdict(t *testing.T) {
 		{CopyLimits{KernelSupport: true}, false, "no offload: device cannot copy (copy_max_hw_bytes=0)"},
 		{CopyLimits{KernelSupport: true, MaxHWBytes: 1 << 20}, false, "no offload: disabled (copy_max_bytes=0)"},
 		{CopyLimits{KernelSupport: true, MaxBytes: 128 << 10, MaxHWBytes: 1 << 20}, true, "offload (max 128 KiB per request)"},
-		{CopyLimits{KernelSupport: true, MaxBytes: 1536 << 10, MaxHWBytes: 2 << 20}, true, "offload (max 1.5 MiB per request)"},
+		{CopyLimits{KernelSupport: true, MaxBytes: 1536 << 10, MaxHWBytes: 2 << 20}, true, "offload (max 1536 KiB per request)"},
+		{CopyLimits{KernelSupport: true, MaxBytes: 65535 * 4096, MaxHWBytes: 65535 * 4096}, true, "offload (max 262140 KiB per request)"},
+		{CopyLimits{KernelSupport: true, MaxBytes: 1 << 30, MaxHWBytes: 1 << 30}, true, "offload (max 1 GiB per request)"},
+		{CopyLimits{KernelSupport: true, MaxBytes: 512, MaxHWBytes: 1 << 30}, true, "offload (max 512 B per request)"},
 	}
 	for _, tt := range tests {
 		if got := tt.c.Verdict(); got != tt.want {
