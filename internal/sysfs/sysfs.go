@@ -205,7 +205,13 @@ func (s Sys) List() ([]*Device, error) {
 	}
 	var devs []*Device
 	for _, e := range entries {
-		d, err := s.read(s.path("block", e.Name()), 0)
+		dir := s.path("block", e.Name())
+		d, err := s.read(dir, 0)
+		if _, lerr := os.Lstat(dir); err != nil && errors.Is(lerr, fs.ErrNotExist) {
+			// Removed while we read it (a dm device torn down, a loop
+			// partition dropped): it is no longer there to list.
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
