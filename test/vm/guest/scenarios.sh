@@ -52,6 +52,17 @@ scenario_setup_partitions() {
 	expect_eq "$A1 size" $((32 * MiB)) "$(blockdev --getsize64 "$A1")"
 }
 
+# One NVMe Copy command by passthrough, bypassing the block layer: proves
+# QEMU copies and that its pci_nvme_copy trace reaches the host's count.
+scenario_nvme_copy_probe() {
+	random_fill "$A" $((240 * MiB)) $((64 * KiB))
+	want=$(sum "$A" $((240 * MiB)) $((64 * KiB)))
+	nvmecopy "$A" $((240 * MiB / 512)) $((248 * MiB / 512)) 128 ||
+		fail "nvmecopy: NVMe Copy failed"
+	echo "VMTEST INFO probe_copies=1"
+	expect_eq "copied by the device" "$want" "$(sum "$A" $((248 * MiB)) $((64 * KiB)))"
+}
+
 # limits_check DEV: blkcopy limits DEV --json agrees with the kernel.
 limits_check() {
 	dev=$1
@@ -270,6 +281,7 @@ run_all() {
 	wait_for_disks || return
 	report_kernel
 	scenario setup_partitions
+	scenario nvme_copy_probe
 	scenario limits
 	scenario copy/same_namespace
 	scenario copy/same_namespace_4k
