@@ -75,7 +75,7 @@ limits_check() {
 	expect_eq "$dev size" "$(blockdev --getsize64 "$dev")" "$(echo "$out" | json_field size)"
 	expect_eq "$dev logical_block_size" "$(blockdev --getss "$dev")" \
 		"$(echo "$out" | json_field logical_block_size)"
-	expect_eq "$dev physical_block_size" "$(blockdev --getpbsz "$dev")" \
+	expect_eq "$dev physical_block_size" "$(sysfs_queue "$dev" physical_block_size)" \
 		"$(echo "$out" | json_field physical_block_size)"
 	hw=$(sysfs_queue "$dev" copy_max_hw_bytes)
 	if [ -n "$hw" ]; then
@@ -224,17 +224,17 @@ scenario_io_error_write() {
 # SIGTERM in the middle of a large copy: exit 130 and a resume command that
 # finishes the job.
 scenario_interrupt() {
-	len=$((32 * MiB)) soff=$((200 * MiB)) doff=$((100 * MiB))
+	len=$((24 * MiB)) soff=$((200 * MiB)) doff=$((100 * MiB))
 	random_fill "$A" "$soff" "$len"
 	guard_set "$C" "$doff" "$len"
 	want=$(sum "$A" "$soff" "$len")
 	blkcopy "$A" "$C" --src-offset "$soff" --dst-offset "$doff" --len "$len" \
-		--chunk 256K --progress never 2>/tmp/err &
+		--chunk 64K --progress never 2>/tmp/err &
 	pid=$!
-	# Signal once the copy has written 2 MiB (wchar counts the bytes its
+	# Signal once the copy has written 1 MiB (wchar counts the bytes its
 	# write calls moved), so the signal lands mid-copy however fast it runs.
 	while [ -r /proc/$pid/io ] &&
-		[ "$(sed -n 's/^wchar: //p' /proc/$pid/io)" -lt $((2 * MiB)) ] 2>/dev/null; do
+		[ "$(sed -n 's/^wchar: //p' /proc/$pid/io)" -lt "$MiB" ] 2>/dev/null; do
 		sleep 0.02
 	done
 	kill -TERM $pid
@@ -258,8 +258,14 @@ scenario_interrupt() {
 	guard_check "$C" "$doff" "$len"
 }
 
-# A destination with a mounted file system is refused and left alone.
+# A destination with a mounted file system is refused and left alone, and
+# so is the disk under it. The file system rewrites its superblock on every
+# sync, so the bytes checked are a range of free blocks: random data put
+# there before mke2fs (which does not zero data blocks), the range the
+# refused copy would have written.
 scenario_mounted_destination() {
+	off=$((4 * MiB))
+	random_fill "$A3" "$off" "$MiB"
 	mke2fs -q "$A3" >/dev/null 2>&1 || fail "mke2fs $A3"
 	mount "$A3" /mnt || {
 		fail "mount $A3"
@@ -267,13 +273,22 @@ scenario_mounted_destination() {
 	}
 	echo data >/mnt/file
 	sync
-	before=$(sum "$A3" 0 $((8 * MiB)))
-	blkcopy "$A1" "$A3" --len "$MiB" --progress never 2>/tmp/err
-	rc=$?
+	before=$(sum "$A3" "$off" "$MiB")
+	blkcopy "$A1" "$A3" --src-offset 0 --dst-offset "$off" --len "$MiB" --progress never 2>/tmp/err
+	expect_eq "exit status, mounted partition" 1 "$?"
 	cat /tmp/err
-	expect_eq "exit status" 1 "$rc"
 	grep -q "in use" /tmp/err || fail "error does not say 'in use': $(cat /tmp/err)"
-	expect_eq "mounted partition sha256" "$before" "$(sum "$A3" 0 $((8 * MiB)))"
+	expect_eq "free blocks of the mounted partition" "$before" "$(sum "$A3" "$off" "$MiB")"
+
+	# The whole disk: the kernel refuses O_EXCL on a disk with a claimed
+	# partition, and blkcopy must say so rather than write under the mount.
+	disk_before=$(sum "$A" $((200 * MiB)) "$MiB")
+	blkcopy "$B" "$A" --src-offset 0 --dst-offset $((200 * MiB)) --len "$MiB" --progress never 2>/tmp/err
+	expect_eq "exit status, disk under a mounted partition" 1 "$?"
+	cat /tmp/err
+	grep -q "in use" /tmp/err || fail "error does not say 'in use': $(cat /tmp/err)"
+	expect_eq "disk under the mount" "$disk_before" "$(sum "$A" $((200 * MiB)) "$MiB")"
+	expect_eq "file on the mounted file system" data "$(cat /mnt/file)"
 	umount /mnt
 }
 
