@@ -31,6 +31,11 @@ func NewBuffers(count int, size, align int64) (*Buffers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allocate %d buffers of %d bytes: %w", count, size, err)
 	}
+	// O_DIRECT pins the buffer's pages for every I/O; on huge pages that
+	// is one page-table entry per 2 MiB instead of 512, which measured a
+	// third less system time per GiB. Only a hint: without THP it is 4K
+	// pages as before.
+	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
 	b := &Buffers{mem: mem}
 	start := int64(0)
 	if slack > 0 {
