@@ -303,7 +303,7 @@ func (c *copier) worker(buf []byte) {
 		}
 		if c.src.direct && stage == nil && !c.srcAligned(i) {
 			var err error
-			if stage, err = NewBuffers(1, c.src.windowSize(c.bufSize), c.src.align); err != nil {
+			if stage, err = NewBuffers(1, c.src.windowSize(min(c.bufSize, stagePiece)), c.src.align); err != nil {
 				c.fail(i, err)
 				continue
 			}
@@ -367,13 +367,20 @@ func (c *copier) fill(i int64, buf []byte, stage *Buffers) error {
 	// with fcntl instead would change the file status flags under the
 	// other readers' in-flight I/O and push the data through the page
 	// cache, which costs a copy as well.
-	data, err := c.src.readRange(stage.Bufs[0], s0, d1-d0)
-	if err != nil {
-		return err
+	for done := int64(0); done < d1-d0; {
+		k := min(stagePiece, d1-d0-done)
+		data, err := c.src.readRange(stage.Bufs[0], s0+done, k)
+		if err != nil {
+			return err
+		}
+		done += int64(copy(into[done:], data))
 	}
-	copy(into, data)
 	return nil
 }
+
+// stagePiece bounds the staging buffer of an off-grid source read, so a
+// phase-mismatched copy with large buffers still keeps its memory small.
+const stagePiece = 1 << 20
 
 func (c *copier) readDstBlock(p []byte, off int64) error {
 	got, err := c.dst.readAt(p, off, 0)

@@ -71,33 +71,44 @@ func TestCopyRegularFilesMatchesSourceAndLeavesRestOfDestination(t *testing.T) {
 				for ci, c := range copyCases {
 					name := fmt.Sprintf("%s/align=%d/buf=%d,depth=%d/%s", m.name, align, opt.BufSize, opt.Depth, c.name)
 					t.Run(name, func(t *testing.T) {
-						src := onloadtest.RandomBytes(fileSize, uint64(ci))
-						old := onloadtest.RandomBytes(c.dstSize, uint64(ci)+100)
-						sp, dp := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
-						onloadtest.WriteFile(t, sp, src)
-						onloadtest.WriteFile(t, dp, old)
-						var progress atomic.Int64
-						opt := opt
-						opt.Progress = func(n int64) { progress.Add(n) }
-						written, err := onload.Copy(t.Context(),
-							onloadtest.Open(t, dp, m.dstDirect, align),
-							onloadtest.Open(t, sp, m.srcDirect, align),
-							c.dstOff, c.srcOff, c.n, opt)
-						if err != nil || written != c.n {
-							t.Fatalf("Copy = %d, %v; want %d, nil", written, err, c.n)
-						}
-						if progress.Load() != c.n {
-							t.Errorf("progress reported %d bytes, want %d", progress.Load(), c.n)
-						}
-						got := onloadtest.ReadFile(t, dp)
-						if i := onloadtest.FirstDiff(got, expected(old, src, c)); i >= 0 {
-							t.Fatalf("destination differs from expected at byte %d (range [%d, %d), size %d, want size %d)",
-								i, c.dstOff, c.dstOff+c.n, len(got), max(c.dstSize, int(c.dstOff+c.n)))
-						}
+						checkCopy(t, dir, c, fileSize, uint64(ci), m.srcDirect, m.dstDirect, align, opt)
 					})
 				}
 			}
 		}
+	}
+}
+
+func TestCopyPhaseMismatchLargerThanStagingPiece(t *testing.T) {
+	c := copyCase{srcOff: 3, dstOff: 700, n: 3<<20 - 1000, dstSize: 3 << 20}
+	checkCopy(t, onloadtest.DirectDir(t), c, 3<<20, 7, true, true, 512, onload.Options{BufSize: 2 << 20})
+}
+
+// checkCopy copies c between files in dir and checks the whole destination
+// file and the progress reported.
+func checkCopy(t *testing.T, dir string, c copyCase, srcSize int, seed uint64, srcDirect, dstDirect bool, align int64, opt onload.Options) {
+	t.Helper()
+	src := onloadtest.RandomBytes(srcSize, seed)
+	old := onloadtest.RandomBytes(c.dstSize, seed+100)
+	sp, dp := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	onloadtest.WriteFile(t, sp, src)
+	onloadtest.WriteFile(t, dp, old)
+	var progress atomic.Int64
+	opt.Progress = func(n int64) { progress.Add(n) }
+	written, err := onload.Copy(t.Context(),
+		onloadtest.Open(t, dp, dstDirect, align),
+		onloadtest.Open(t, sp, srcDirect, align),
+		c.dstOff, c.srcOff, c.n, opt)
+	if err != nil || written != c.n {
+		t.Fatalf("Copy = %d, %v; want %d, nil", written, err, c.n)
+	}
+	if progress.Load() != c.n {
+		t.Errorf("progress reported %d bytes, want %d", progress.Load(), c.n)
+	}
+	got := onloadtest.ReadFile(t, dp)
+	if i := onloadtest.FirstDiff(got, expected(old, src, c)); i >= 0 {
+		t.Fatalf("destination differs from expected at byte %d (range [%d, %d), size %d, want size %d)",
+			i, c.dstOff, c.dstOff+c.n, len(got), max(c.dstSize, int(c.dstOff+c.n)))
 	}
 }
 
