@@ -11,7 +11,7 @@
 # needs. The cache is $BLKCOPY_VM_CACHE, default ~/.cache/blkcopy-vm.
 set -eu
 
-cache=${BLKCOPY_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blkcopy-vm}
+cache=${BLKCOPY_VM_CACHE:-$HOME/.cache/blkcopy-vm}
 packages="qemu-system-x86 busybox-static"
 
 log() { echo "fetch.sh: $*" >&2; }

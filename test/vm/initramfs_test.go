@@ -94,7 +94,11 @@ func TestInitramfsWritesParentsFirst(t *testing.T) {
 func TestModuleOrderLoadsDependenciesFirst(t *testing.T) {
 	dir := os.Getenv("BLKCOPY_VM_MODULES")
 	if dir == "" {
-		matches, _ := filepath.Glob(filepath.Join(os.Getenv("HOME"), ".cache/blkcopy-vm/linux-image-*/lib/modules/*"))
+		cache := os.Getenv("BLKCOPY_VM_CACHE")
+		if cache == "" {
+			cache = filepath.Join(os.Getenv("HOME"), ".cache/blkcopy-vm")
+		}
+		matches, _ := filepath.Glob(filepath.Join(cache, "linux-image-*/lib/modules/*"))
 		if len(matches) == 0 {
 			t.Skip("no kernel modules tree: run test/vm/fetch.sh kernel or set BLKCOPY_VM_MODULES")
 		}

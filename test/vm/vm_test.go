@@ -20,10 +20,11 @@ import (
 // The guest's disks. Each NVMe namespace gets its own fresh raw image and
 // explicit Copy limits (MSSRL blocks per source range, MCL blocks per copy,
 // MSRC+1 source ranges), so a kernel with copy offload has limits to report.
-// The guest finds a namespace by its UUID, not by a probe-order name.
+// The guest finds a namespace by controller serial and namespace ID (see
+// guestEnv), not by a probe-order name.
 type disk struct {
 	id       string // image name and the guest's name for it: DISK_<ID>
-	ctrl     string // NVMe controller (one subsystem each)
+	ctrl     string // NVMe controller id and serial (one subsystem each)
 	nsid     int
 	size     int64
 	lbs      int
@@ -54,10 +55,6 @@ var disks = []disk{
 func blkdebugRule(event string, offset int64) string {
 	return fmt.Sprintf("[inject-error]\nevent = %q\nerrno = \"5\"\nsector = \"%d\"\nonce = \"off\"\n\n",
 		event, offset/512)
-}
-
-func (d disk) uuid() string {
-	return fmt.Sprintf("b1c0c0de-0000-4000-8000-%012x", d.id[0])
 }
 
 // Modules the scenarios need; their dependencies come along.
@@ -213,7 +210,7 @@ func addGuestScripts(t *testing.T, rd *Initramfs) {
 func guestEnv() string {
 	var b strings.Builder
 	for _, d := range disks {
-		fmt.Fprintf(&b, "DISK_%s_UUID=%s\n", d.id, d.uuid())
+		fmt.Fprintf(&b, "DISK_%s='%s %d'\n", d.id, d.ctrl, d.nsid)
 	}
 	fmt.Fprintf(&b, "ERR_READ_OFFSET=%d\nERR_WRITE_OFFSET=%d\n", errReadOffset, errWriteOffset)
 	return b.String()
@@ -286,9 +283,9 @@ func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
 		}
 		args = append(args,
 			"-drive", fmt.Sprintf("file=%s,if=none,id=drive-%s,format=raw", file, d.id),
-			"-device", fmt.Sprintf("nvme-ns,drive=drive-%s,bus=%s,nsid=%d,uuid=%s,"+
+			"-device", fmt.Sprintf("nvme-ns,drive=drive-%s,bus=%s,nsid=%d,"+
 				"logical_block_size=%d,physical_block_size=%d,mssrl=%d,mcl=%d,msrc=%d",
-				d.id, d.ctrl, d.nsid, d.uuid(), d.lbs, d.lbs, d.mssrl, d.mcl, d.msrc))
+				d.id, d.ctrl, d.nsid, d.lbs, d.lbs, d.mssrl, d.mcl, d.msrc))
 	}
 	return args
 }

@@ -4,7 +4,8 @@
 # and prints "VMTEST PASS NAME" unless the function called `fail`, which
 # prints "VMTEST FAIL NAME: reason" (the host makes each a subtest).
 
-# shellcheck source=/dev/null # written by the host: DISK_*, ERR_*_OFFSET
+# shellcheck source=/dev/null # written by the host: DISK_* (controller
+# serial and namespace ID), ERR_*_OFFSET
 . /guest/env
 
 KiB=1024

@@ -16,8 +16,9 @@
 wait_for_disks() {
 	i=0
 	while [ $i -lt 100 ]; do
-		A=$(nvme_dev nvme-a 1) && B=$(nvme_dev nvme-a 2) &&
-			C=$(nvme_dev nvme-c 1) && E=$(nvme_dev nvme-e 1) && return 0
+		# shellcheck disable=SC2086 # DISK_X is "serial nsid"
+		A=$(nvme_dev $DISK_A) && B=$(nvme_dev $DISK_B) &&
+			C=$(nvme_dev $DISK_C) && E=$(nvme_dev $DISK_E) && return 0
 		sleep 0.1
 		i=$((i + 1))
 	done
