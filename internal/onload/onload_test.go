@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -400,3 +401,39 @@ func TestDefaultBufSize(t *testing.T) {
 }
 
 func alignUp(x, a int64) int64 { return (x + a - 1) / a * a }
+
+// rssAnon returns the process's resident anonymous memory in bytes.
+func rssAnon(t *testing.T) int64 {
+	for line := range strings.Lines(string(onloadtest.ReadFile(t, "/proc/self/status"))) {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "RssAnon: %d kB", &kb); err == nil {
+			return kb << 10
+		}
+	}
+	t.Fatal("no RssAnon in /proc/self/status")
+	return 0
+}
+
+func TestCopyMemoryStaysFlatWhateverTheLength(t *testing.T) {
+	const n = 256 << 20
+	dir := t.TempDir()
+	sp, dp := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	// A sparse source reads as zeros without touching the disk; the
+	// destination is as sparse, so only the copy's own memory moves.
+	onloadtest.WriteFile(t, sp, nil)
+	onloadtest.WriteFile(t, dp, nil)
+	if err := os.Truncate(sp, n); err != nil {
+		t.Fatal(err)
+	}
+	opt := onload.Options{BufSize: 1 << 20, Depth: 2, NoSync: true}
+	before := rssAnon(t)
+	var peak int64
+	opt.Progress = func(int64) { peak = max(peak, rssAnon(t)) }
+	if _, err := onload.Copy(t.Context(), onloadtest.Open(t, dp, false, 1), onloadtest.Open(t, sp, false, 1), 0, 0, n, opt); err != nil {
+		t.Fatal(err)
+	}
+	// Four 1 MiB buffers, plus slack for goroutine stacks and the runtime.
+	if grew, most := peak-before, int64(4<<20+2<<20); grew > most {
+		t.Errorf("resident memory grew by %d bytes during a %d-byte copy, want at most %d", grew, n, most)
+	}
+}
