@@ -104,7 +104,7 @@ type copier struct {
 	dstSize           int64 // size of a regular-file dst before the copy; -1 otherwise
 	mu                sync.Mutex
 	cond              sync.Cond
-	next              int64  // next chunk to hand to a reader
+	next              int64  // next chunk to hand to a worker
 	prefix            int64  // chunks [0, prefix) are written
 	done              []bool // ring of written chunks at and past prefix
 	stopAt            int64  // lowest failed chunk, or count
@@ -128,15 +128,21 @@ func newCopier(dst, src Endpoint, dstOff, srcOff, n int64, opt Options) *copier 
 	if c.bufSize <= 0 {
 		c.bufSize = DefaultBufSize(0, 0)
 	}
-	// Chunk windows start on the destination's block grid so that every
-	// chunk but the first and last is written with whole blocks.
 	c.bufSize = alignUp(c.bufSize, max(c.dst.align, c.src.align, pageSize))
+	// Chunk windows start on the destination's block grid so that every
+	// chunk but the first and last is written with whole blocks. A
+	// buffered destination takes any offset, so its windows follow the
+	// source's grid instead and only the first and last chunk of an
+	// unaligned O_DIRECT source need the staging copy.
 	c.base = alignDown(dstOff, c.dst.align)
+	if !c.dst.direct {
+		c.base = dstOff - srcOff%c.src.align
+	}
 	c.count = (dstOff + n - c.base + c.bufSize - 1) / c.bufSize
 	// Each worker alternates a read and a write, so 2*depth workers keep
 	// about depth I/Os in flight on each side.
 	c.workers = int(min(2*int64(depth), c.count))
-	// The ring bounds how far readers may run ahead of the written
+	// The ring bounds how far workers may run ahead of the written
 	// prefix, so a stalled chunk cannot make bookkeeping grow with n.
 	c.done = make([]bool, 4*c.workers)
 	c.stopAt = c.count
@@ -228,7 +234,7 @@ func (c *copier) trimDst() {
 	}
 }
 
-// take hands out the next chunk, waiting while readers are a full ring
+// take hands out the next chunk, waiting while workers are a full ring
 // ahead of the written prefix; false once the copy is done or stopping.
 func (c *copier) take() (int64, bool) {
 	c.mu.Lock()
@@ -365,7 +371,7 @@ func (c *copier) fill(i int64, buf []byte, stage *Buffers) error {
 	// source range starts or ends inside a block): read the source's own
 	// aligned window and move the bytes in memory. Toggling O_DIRECT off
 	// with fcntl instead would change the file status flags under the
-	// other readers' in-flight I/O and push the data through the page
+	// other workers' in-flight I/O and push the data through the page
 	// cache, which costs a copy as well.
 	for done := int64(0); done < d1-d0; {
 		k := min(stagePiece, d1-d0-done)
