@@ -43,24 +43,23 @@ type Options struct {
 }
 
 // DefaultDepth is the number of reads and of writes in flight. One of each
-// (two workers) with 4 MiB buffers measured best on two cores (see
+// (two workers) with 8 MiB buffers measured best on two cores (see
 // BenchmarkCopyLoop): deeper queues bought no throughput on loop devices
 // and cost CPU in thread hand-offs.
 const DefaultDepth = 1
 
 // DefaultBufSize derives the bytes per I/O from a device's queue limits
-// (max_sectors_kb, and optimal_io_size in bytes; 0 when unknown): 4 MiB, the
-// size dd users pick, or one maximal request when the device takes more,
-// rounded up to whole optimal I/O units and capped at 8 MiB so that the
-// buffers stay well inside a flat 32 MiB.
+// (max_sectors_kb, and optimal_io_size in bytes; 0 when unknown). It is
+// 8 MiB, in whole optimal I/O units when the device names one that fits.
+// max_sectors_kb does not lower it: the block layer splits a larger I/O into
+// several requests that the device works on at once, which is the point.
+// On direct-I/O loop devices 8 MiB took a third less CPU per GiB than 4 MiB
+// (fewer system calls and page pinnings) at the same throughput, and two
+// buffers of it keep a copy within a flat 32 MiB.
 func DefaultBufSize(maxSectorsKB, optimalIOSize int64) int64 {
-	const limit = 8 << 20
-	size := max(4<<20, min(maxSectorsKB<<10, limit))
-	if optimalIOSize > 0 && optimalIOSize <= limit {
-		size = alignUp(size, optimalIOSize)
-		if size > limit {
-			size = alignDown(limit, optimalIOSize)
-		}
+	size := int64(8 << 20)
+	if optimalIOSize > 0 && optimalIOSize <= size {
+		size = alignDown(size, optimalIOSize)
 	}
 	return alignUp(size, pageSize)
 }

@@ -384,14 +384,12 @@ func TestDefaultBufSize(t *testing.T) {
 	tests := []struct {
 		maxSectorsKB, optimal, want int64
 	}{
-		{0, 0, 4 << 20},
-		{1280, 0, 4 << 20},      // loop: the block layer splits it into 1.25 MiB requests
-		{6 << 10, 0, 6 << 20},   // one request can hold more than 4 MiB
-		{1 << 20, 0, 8 << 20},   // capped: memory stays a few MiB
+		{0, 0, 8 << 20},
+		{1280, 0, 8 << 20},      // loop: the block layer splits it into 1.25 MiB requests
 		{512, 3 << 20, 6 << 20}, // whole optimal units
-		{0, 100000, alignUp(4200000, 4096)},
-		{0, 5 << 20, 5 << 20},  // rounding up would pass the cap
-		{0, 64 << 20, 4 << 20}, // a stripe too large to buffer is ignored
+		{0, 100000, alignUp(8300000, 4096)},
+		{0, 5 << 20, 5 << 20},  // one unit when two would pass 8 MiB
+		{0, 64 << 20, 8 << 20}, // a stripe too large to buffer is ignored
 	}
 	for _, tt := range tests {
 		if got := onload.DefaultBufSize(tt.maxSectorsKB, tt.optimal); got != tt.want {

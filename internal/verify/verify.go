@@ -17,9 +17,10 @@ import (
 // relative to the start of the ranges (0..n-1), of the first byte that
 // differs, or -1 when the ranges are equal. Each side reads through O_DIRECT
 // when its endpoint has it, in its own goroutine, so the two devices work at
-// the same time; memory is two buffers of about bufSize per side whatever n
-// is (bufSize 0 = onload.DefaultBufSize(0, 0)). Read errors name the path
-// and offset; a side that ends early is an io.ErrUnexpectedEOF error, not a
+// the same time. Memory is about 2*bufSize whatever n is, as for
+// onload.Copy: two buffers of bufSize/2 per side, one compared while the
+// other fills (bufSize 0 = onload.DefaultBufSize(0, 0)). Read errors name
+// the path and offset; a side that ends early is an io.ErrUnexpectedEOF error, not a
 // difference.
 func Compare(ctx context.Context, a, b onload.Endpoint, aOff, bOff, n int64, bufSize int64) (firstDiff int64, err error) {
 	if n <= 0 {
@@ -28,14 +29,14 @@ func Compare(ctx context.Context, a, b onload.Endpoint, aOff, bOff, n int64, buf
 	if bufSize <= 0 {
 		bufSize = onload.DefaultBufSize(0, 0)
 	}
-	bufSize = min(bufSize, n)
+	piece := min(max(bufSize/2, 4096), n)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	ra, err := startSide(a, aOff, n, bufSize, stop, &wg)
+	ra, err := startSide(a, aOff, n, piece, stop, &wg)
 	if err != nil {
 		return -1, err
 	}
-	rb, err := startSide(b, bOff, n, bufSize, stop, &wg)
+	rb, err := startSide(b, bOff, n, piece, stop, &wg)
 	if err != nil {
 		close(stop)
 		wg.Wait()
@@ -49,7 +50,7 @@ func Compare(ctx context.Context, a, b onload.Endpoint, aOff, bOff, n int64, buf
 		ra.bufs.Free()
 		rb.bufs.Free()
 	}()
-	for pos := int64(0); pos < n; pos += bufSize {
+	for pos := int64(0); pos < n; pos += piece {
 		if err := ctx.Err(); err != nil {
 			return -1, fmt.Errorf("compare %s and %s stopped at byte %d of %d: %w", a.File.Name(), b.File.Name(), pos, n, context.Cause(ctx))
 		}
@@ -88,7 +89,7 @@ func diff(x, y []byte) int {
 	return -1
 }
 
-type piece struct {
+type readResult struct {
 	buf  []byte // the whole buffer, to hand back
 	data []byte // the bytes of the range within it
 	err  error
@@ -97,7 +98,7 @@ type piece struct {
 type reader struct {
 	bufs *onload.Buffers
 	free chan []byte
-	out  chan piece
+	out  chan readResult
 }
 
 // startSide reads [off, off+n) of e in pieces of size bytes into two
@@ -108,7 +109,7 @@ func startSide(e onload.Endpoint, off, n, size int64, stop <-chan struct{}, wg *
 	if err != nil {
 		return nil, err
 	}
-	r := &reader{bufs: bufs, free: make(chan []byte, 2), out: make(chan piece, 2)}
+	r := &reader{bufs: bufs, free: make(chan []byte, 2), out: make(chan readResult, 2)}
 	for _, b := range bufs.Bufs {
 		r.free <- b
 	}
@@ -121,7 +122,7 @@ func startSide(e onload.Endpoint, off, n, size int64, stop <-chan struct{}, wg *
 				return
 			}
 			data, err := rr.ReadRange(buf, off+pos, min(size, n-pos))
-			r.out <- piece{buf: buf, data: data, err: err}
+			r.out <- readResult{buf: buf, data: data, err: err}
 			if err != nil {
 				return
 			}
