@@ -143,6 +143,9 @@ func (r *report) printFiles(w io.Writer, f fileResult) {
 
 // printMarkdown prints the short table for the README.
 func (r *report) printMarkdown(w io.Writer, cfg config) {
+	if len(r.devices)+len(r.files) == 0 {
+		return
+	}
 	fmt.Fprintf(w, "\nFor the README (%d runs, medians):\n\n", cfg.runs)
 	if len(r.devices) > 0 {
 		fmt.Fprintln(w, "| scenario | size | blkcopy MiB/s | faster dd MiB/s | blkcopy/dd | fio ceiling MiB/s | % of ceiling | CPU s/GiB blkcopy / dd | blkcopy peak RSS |")
