@@ -236,17 +236,8 @@ func TestLimitsJSONFailureIsJSON(t *testing.T) {
 	}
 }
 
-func copyTreeTo(t *testing.T, tree string) string {
-	t.Helper()
-	dst := t.TempDir()
-	if out, err := exec.Command("cp", "-a", tree+"/.", dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a %s: %v\n%s", tree, err, out)
-	}
-	return dst
-}
-
 func TestLimitsSetMax(t *testing.T) {
-	root := copyTreeTo(t, copyTree)
+	root := sysfstest.CopyTree(t, copyTree)
 	code, out, errs := runLimitsCmd(t, "limits", "--sysroot", root, "/dev/nvme0n1p2", "--set-max", "1M")
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errs)
@@ -270,7 +261,7 @@ func TestLimitsSetMax(t *testing.T) {
 func TestLimitsSetMaxNeedsRoot(t *testing.T) {
 	defer func(f func() int) { geteuid = f }(geteuid)
 	geteuid = func() int { return 1000 }
-	root := copyTreeTo(t, copyTree)
+	root := sysfstest.CopyTree(t, copyTree)
 	code, _, errs := runLimitsCmd(t, "limits", "--sysroot", root, "/dev/nvme0n1", "--set-max", "1M")
 	if code != ExitError || errs != "blkcopy: /dev/nvme0n1: setting copy_max_bytes needs root\n" {
 		t.Errorf("exit %d, stderr %q; want exit 1 saying root is needed", code, errs)

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/blkcopy/blkcopy/internal/sysfs/sysfstest"
 )
 
 const (
@@ -249,19 +250,8 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
-// copyTreeTo copies a testdata tree with its symlinks, so a test can change
-// attributes without touching the fixture.
-func copyTreeTo(t *testing.T, tree string) string {
-	t.Helper()
-	dst := t.TempDir()
-	if out, err := exec.Command("cp", "-a", tree+"/.", dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a %s: %v\n%s", tree, err, out)
-	}
-	return dst
-}
-
 func TestSetCopyMaxBytesWritesTheDisksQueue(t *testing.T) {
-	root := copyTreeTo(t, copyTree)
+	root := sysfstest.CopyTree(t, copyTree)
 	s := Sys{Root: root}
 	d, err := s.Open("/dev/nvme0n1p1")
 	if err != nil {
@@ -291,7 +281,7 @@ func TestSetCopyMaxBytesWritesTheDisksQueue(t *testing.T) {
 }
 
 func TestSetCopyMaxBytesWithoutKernelSupport(t *testing.T) {
-	root := copyTreeTo(t, mainlineTree)
+	root := sysfstest.CopyTree(t, mainlineTree)
 	s := Sys{Root: root}
 	d, err := s.Open("/dev/vda")
 	if err != nil {
@@ -307,7 +297,7 @@ func TestSetCopyMaxBytesWithoutKernelSupport(t *testing.T) {
 }
 
 func TestBadAttributeNamesItsPath(t *testing.T) {
-	root := copyTreeTo(t, copyTree)
+	root := sysfstest.CopyTree(t, copyTree)
 	p := filepath.Join(root, "sys/block/nvme1n1/queue/logical_block_size")
 	if err := os.WriteFile(p, []byte("lots\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -78,3 +78,15 @@ func AddPartition(t testing.TB, dev string, n int, startSector, sectors int64) s
 	t.Fatalf("addpart %s: no device node %s appeared", strings.Join(args, " "), p)
 	return ""
 }
+
+// CopyTree copies a captured sysfs tree (testdata) with its symlinks into
+// a temporary directory, so a test can change attributes (--set-max) without
+// touching the fixture. It returns the copy's root, for sysfs.Sys{Root}.
+func CopyTree(t testing.TB, tree string) string {
+	t.Helper()
+	dst := t.TempDir()
+	if out, err := exec.Command("cp", "-a", tree+"/.", dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s: %v\n%s", tree, err, out)
+	}
+	return dst
+}
