@@ -192,7 +192,8 @@ func (c *copier) run(ctx context.Context) (int64, error) {
 		}
 		return written, nil
 	}
-	c.trimDst()
+	// The copy failed already; a failed trim would only add noise.
+	_ = c.trimDst()
 	if c.err != nil {
 		return written, c.err
 	}
@@ -210,7 +211,9 @@ func (c *copier) written(chunks int64) int64 {
 }
 
 func (c *copier) finish() error {
-	c.trimDst()
+	if err := c.trimDst(); err != nil {
+		return err
+	}
 	if c.noSync {
 		return nil
 	}
@@ -220,17 +223,20 @@ func (c *copier) finish() error {
 // trimDst undoes the growth of a regular-file destination past the range:
 // an O_DIRECT write of the last partial block extends the file to the end
 // of that block, where a buffered write would have stopped at dstOff+n.
-func (c *copier) trimDst() {
+func (c *copier) trimDst() error {
 	if c.dstSize < 0 {
-		return
+		return nil
 	}
 	var st unix.Stat_t
-	if unix.Fstat(c.dst.fd, &st) != nil {
-		return
+	if err := unix.Fstat(c.dst.fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: c.dst.path, Err: err}
 	}
 	if want := max(c.dstSize, c.dstOff+c.n); st.Size > want {
-		_ = unix.Ftruncate(c.dst.fd, want)
+		if err := unix.Ftruncate(c.dst.fd, want); err != nil {
+			return &Error{Op: "truncate", Path: c.dst.path, Offset: want, Err: err}
+		}
 	}
+	return nil
 }
 
 // take hands out the next chunk, waiting while workers are a full ring
