@@ -58,7 +58,7 @@ func blkdebugRule(event string, offset int64) string {
 }
 
 // Modules the scenarios need; their dependencies come along.
-var guestModules = []string{"nvme", "null_blk", "loop", "crc32c_generic", "ext4", "dm_mod"}
+var guestModules = []string{"nvme", "null_blk", "loop", "crc32c_generic", "ext4"}
 
 var moduleParams = map[string]string{
 	// One 1 GiB device with 4096-byte blocks for `blkcopy limits`.
