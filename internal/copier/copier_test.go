@@ -1,0 +1,254 @@
+package copier
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/blkcopy/blkcopy/internal/offload"
+	"github.com/blkcopy/blkcopy/internal/onload"
+)
+
+const sentinel = 0xA5
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 42))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// fixture writes a random source and a sentinel-filled destination file.
+func fixture(t *testing.T, srcSize, dstSize int) (src, dst string, data []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	src, dst = filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
+	data = randomBytes(srcSize, uint64(srcSize))
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, bytes.Repeat([]byte{sentinel}, dstSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return src, dst, data
+}
+
+// checkDest asserts dst holds want at off and the sentinel everywhere else.
+func checkDest(t *testing.T, dst string, off int64, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[off:off+int64(len(want))], want) {
+		t.Errorf("destination range [%d,%d) differs from the source", off, off+int64(len(want)))
+	}
+	for i, c := range got {
+		if (int64(i) < off || int64(i) >= off+int64(len(want))) && c != sentinel {
+			t.Fatalf("byte at offset %d outside the destination range was written (%#x)", i, c)
+		}
+	}
+}
+
+// swap replaces a test seam for the duration of the test.
+func swap[T any](t *testing.T, p *T, v T) {
+	old := *p
+	*p = v
+	t.Cleanup(func() { *p = old })
+}
+
+func TestFilesCopyThroughCopyFileRange(t *testing.T) {
+	src, dst, data := fixture(t, 1<<20, 1<<20)
+	sum, err := Run(context.Background(), Request{Src: src, Dst: dst, SrcOff: 4096, DstOff: 12345, Len: 500000, LenSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.OffloadedBytes != 500000 || sum.OnloadedBytes != 0 {
+		t.Errorf("offloaded %d, onloaded %d; want all 500000 through copy_file_range", sum.OffloadedBytes, sum.OnloadedBytes)
+	}
+	checkDest(t, dst, 12345, data[4096:4096+500000])
+}
+
+// The posted kernel series was seen returning full success from
+// copy_file_range while nothing was copied; the canary must catch it.
+func TestCanaryCatchesOffloadThatReportsSuccessWithoutCopying(t *testing.T) {
+	var calls int
+	swap(t, &offloadCopy, func(ctx context.Context, dst, src *os.File, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
+		calls++
+		return n, nil
+	})
+	for _, mode := range []Mode{Auto, OffloadOnly} {
+		t.Run(mode.String(), func(t *testing.T) {
+			calls = 0
+			src, dst, data := fixture(t, 3<<20, 3<<20)
+			var warnings []string
+			sum, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: mode,
+				Warn: func(m string) { warnings = append(warnings, m) }})
+			if sum.OffloadDisabledReason == "" || len(warnings) != 1 {
+				t.Errorf("offload_disabled_reason %q, warnings %q; want the lie reported once", sum.OffloadDisabledReason, warnings)
+			}
+			if calls != 1 {
+				t.Errorf("copy_file_range called %d times after the canary failed; want 1", calls)
+			}
+			if mode == OffloadOnly {
+				if !errors.Is(err, ErrOffloadUnavailable) {
+					t.Fatalf("--mode offload: err = %v, want ErrOffloadUnavailable (exit 3)", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.OffloadedBytes != 0 || sum.OnloadedBytes != 3<<20 {
+				t.Errorf("offloaded %d onloaded %d; want everything redone through the host", sum.OffloadedBytes, sum.OnloadedBytes)
+			}
+			checkDest(t, dst, 0, data)
+		})
+	}
+}
+
+func TestOffloadFailuresFallBackOrStop(t *testing.T) {
+	tests := []struct {
+		name     string
+		errno    syscall.Errno
+		mode     Mode
+		wantErr  error
+		fellBack bool
+	}{
+		{"unavailable (EXDEV) falls back to onload", syscall.EXDEV, Auto, nil, true},
+		{"unavailable in offload mode is exit 3", syscall.EXDEV, OffloadOnly, ErrOffloadUnavailable, false},
+		{"EIO is retried once through the host", syscall.EIO, Auto, nil, true},
+		{"EIO in offload mode stops", syscall.EIO, OffloadOnly, syscall.EIO, false},
+		{"ENOSPC stops the copy", syscall.ENOSPC, Auto, syscall.ENOSPC, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src, dst, data := fixture(t, 1<<20, 1<<20)
+			real := offloadCopy
+			swap(t, &offloadCopy, func(ctx context.Context, d, s *os.File, dOff, sOff, n int64, p func(int64)) (int64, error) {
+				// Copy half for real, then fail: the rest must resume at
+				// the exact byte reached.
+				half := n / 2
+				if _, err := real(ctx, d, s, dOff, sOff, half, p); err != nil {
+					return 0, err
+				}
+				return half, &offload.Error{Op: "copy_file_range", Path: s.Name() + " -> " + d.Name(), Offset: sOff + half, Err: tt.errno}
+			})
+			sum, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: tt.mode, Len: 1 << 20, LenSet: true})
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.fellBack && (sum.OnloadedBytes != 1<<19 || sum.OffloadedBytes != 1<<19 || sum.OffloadDisabledReason == "") {
+				t.Errorf("offloaded %d onloaded %d reason %q; want half each and a reason", sum.OffloadedBytes, sum.OnloadedBytes, sum.OffloadDisabledReason)
+			}
+			checkDest(t, dst, 0, data)
+		})
+	}
+}
+
+func TestVerifyMismatchReportsFirstDifferingOffset(t *testing.T) {
+	src, dst, _ := fixture(t, 1<<20, 1<<20)
+	real := onloadCopy
+	swap(t, &onloadCopy, func(ctx context.Context, d, s onload.Endpoint, dOff, sOff, n int64, o onload.Options) (int64, error) {
+		w, err := real(ctx, d, s, dOff, sOff, n, o)
+		// A copy that silently flips one byte, as a bad cable or a buggy
+		// device would.
+		if _, werr := d.File.WriteAt([]byte{^byte(0)}, 700001); werr != nil {
+			t.Fatal(werr)
+		}
+		return w, err
+	})
+	_, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: OnloadOnly, SrcOff: 100, DstOff: 100, Len: 900000, LenSet: true, Verify: true})
+	var me *MismatchError
+	if !errors.As(err, &me) {
+		t.Fatalf("err = %v, want a MismatchError", err)
+	}
+	if me.DstOff != 700001 || me.SrcOff != 700001 {
+		t.Errorf("first difference reported at dst %d src %d, want 700001", me.DstOff, me.SrcOff)
+	}
+}
+
+func TestInterruptedCopyResumesToTheSameResult(t *testing.T) {
+	tests := []struct {
+		name           string
+		srcOff, dstOff int64
+		same           bool
+		mode           Mode
+	}{
+		{"two files, onload", 0, 4096, false, OnloadOnly},
+		{"two files, offload", 512, 0, false, Auto},
+		{"overlap, destination after source (backward)", 0, 300000, true, Auto},
+		{"overlap, destination before source (forward)", 300000, 1000, true, OnloadOnly},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const n = 4 << 20
+			swap(t, &fileOffloadMax, 256<<10)
+			src, dst, data := fixture(t, 6<<20, 6<<20)
+			if tt.same {
+				dst = src
+			}
+			want := make([]byte, len(data))
+			copy(want, data)
+			copy(want[tt.dstOff:], data[tt.srcOff:tt.srcOff+n])
+
+			ctx, cancel := context.WithCancel(context.Background())
+			var seen int64
+			req := Request{Src: src, Dst: dst, SrcOff: tt.srcOff, DstOff: tt.dstOff, Len: n, LenSet: true, Mode: tt.mode, BufSize: 64 << 10,
+				Progress: func(k int64) {
+					if seen += k; seen >= n/3 {
+						cancel()
+					}
+				}}
+			_, err := Run(ctx, req)
+			var ie *InterruptedError
+			if !errors.As(err, &ie) {
+				t.Fatalf("err = %v, want InterruptedError", err)
+			}
+			if ie.Done <= 0 || ie.Done >= n || ie.Len != n-ie.Done {
+				t.Fatalf("interrupted with done=%d len=%d; want a partial copy", ie.Done, ie.Len)
+			}
+			req.SrcOff, req.DstOff, req.Len, req.Progress = ie.SrcOff, ie.DstOff, ie.Len, nil
+			if _, err := Run(context.Background(), req); err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			got, _ := os.ReadFile(dst)
+			if !tt.same {
+				full := bytes.Repeat([]byte{sentinel}, len(data))
+				copy(full[tt.dstOff:], data[tt.srcOff:tt.srcOff+n])
+				want = full
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("after resuming, the destination differs from an uninterrupted copy")
+			}
+		})
+	}
+}
+
+func TestOverlappingVerifyUsesChecksumsTakenBeforeTheCopy(t *testing.T) {
+	src, _, data := fixture(t, 4<<20, 0)
+	sum, err := Run(context.Background(), Request{Src: src, Dst: src, SrcOff: 0, DstOff: 1 << 20, Len: 3 << 20, LenSet: true, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Verified {
+		t.Fatal("overlapping copy not verified")
+	}
+	got, _ := os.ReadFile(src)
+	if !bytes.Equal(got[1<<20:], data[:3<<20]) {
+		t.Fatal("overlapping copy is not the memmove result")
+	}
+}
