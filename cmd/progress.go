@@ -35,6 +35,7 @@ func (p *progressBar) start(total int64) {
 		progressbar.OptionSetDescription("copying"),
 		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowTotalBytes(true),
+		progressbar.OptionShowCount(),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(200*time.Millisecond),
 		progressbar.OptionShowElapsedTimeOnFinish(),

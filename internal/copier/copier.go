@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -309,12 +310,14 @@ func offloadDecision(mode Mode, src, dst *endpoint) (int64, string) {
 		return fileOffloadMax, ""
 	case src.dev == nil || dst.dev == nil:
 		return 0, "copy limits unknown (no sysfs entry for the device)"
+	case !src.dev.Copy.CanOffload():
+		return 0, strings.TrimPrefix(src.dev.Copy.Verdict(), "no offload: ")
+	case !dst.dev.Copy.CanOffload():
+		return 0, strings.TrimPrefix(dst.dev.Copy.Verdict(), "no offload: ")
 	case src.disk != dst.disk:
 		// The posted kernel series sends a cross-namespace NVMe copy to
 		// the source namespace; only same-disk copies are safe to offload.
 		return 0, fmt.Sprintf("source and destination are on different disks (%s, %s); offload is only used within one disk", src.dev.Disk, dst.dev.Disk)
-	case !src.dev.Copy.CanOffload():
-		return 0, src.dev.Copy.Verdict()
 	}
 	return src.dev.Copy.MaxBytes, ""
 }
