@@ -41,6 +41,10 @@ type bench struct {
 
 func (b *bench) fail(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	if b.ctx.Err() != nil {
+		// Killed by the interrupt, not wrong: exit 130 says so.
+		return
+	}
 	b.failures = append(b.failures, msg)
 	fmt.Fprintln(os.Stderr, "bench: FAIL:", msg)
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -135,9 +134,7 @@ func stamp(dev string, n int64, round int) error {
 	}
 	defer f.Close()
 	const blk = 4096
-	raw := make([]byte, 2*blk)
-	shift := (blk - int(uintptr(unsafe.Pointer(&raw[0]))%blk)) % blk
-	buf := raw[shift : shift+blk]
+	buf := alignedBuffer(blk)
 	rng := rand.NewChaCha8([32]byte{byte(round), byte(round >> 8), 's'})
 	blocks := n / blk
 	const stamps = 64
