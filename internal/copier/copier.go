@@ -376,8 +376,11 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 	return nil
 }
 
+// onloadChunk copies one chunk through the host. It does not sync: Run
+// syncs once at the end (or on a stop), not once per chunk, which would
+// cost a cache flush per chunk on overlapping copies.
 func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n int64) error {
-	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress})
+	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress, NoSync: true})
 	r.sum.OnloadedBytes += w
 	if err != nil && errors.Is(err, context.Canceled) && !r.backward {
 		// A forward copy's written prefix is a valid resume point.
