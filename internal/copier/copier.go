@@ -159,6 +159,9 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		return sum, fmt.Errorf("source %s: range %d+%d is past its end (%d bytes); refusing a short copy", src.path, req.SrcOff, req.Len, src.size)
 	}
 	dst, created, err := openDest(req.Sys, req.Dst, req.DryRun)
+	if errors.Is(err, ErrInUse) || errors.Is(err, ErrReadOnly) {
+		return sum, err // already "destination PATH: in use ..."
+	}
 	if err != nil {
 		return sum, fmt.Errorf("open destination: %w", err)
 	}
