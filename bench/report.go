@@ -82,7 +82,7 @@ func (r *report) printDevices(w io.Writer, d deviceResult) {
 	if d.fioErr != nil {
 		fmt.Fprintf(w, "  fio ceiling: not measured: %v\n", d.fioErr)
 	} else if d.fio.mibps > 0 {
-		fmt.Fprintf(w, "  fio ceiling (read source + write destination at once, direct, bs=1M): %.1f MiB/s with %s (tried %s)\n",
+		fmt.Fprintf(w, "  fio ceiling (read source + write destination at once, direct): %.1f MiB/s with %s (tried %s)\n",
 			d.fio.mibps, d.fio.engine, strings.Join(d.fio.tried, ", "))
 	}
 	if d.fasterDD < 0 {
