@@ -40,6 +40,9 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "shm":
+				st, err := os.Stat("/dev/shm")
+				return err == nil && st.IsDir(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},

@@ -169,11 +169,15 @@ func runCopy(ctx context.Context, o *copyOptions, s *Streams) error {
 		bar = newProgressBar(s.Err)
 		req.Start, req.Progress = bar.start, bar.add
 	}
-	req.Warn = func(msg string) {
-		if bar != nil {
-			bar.clear()
+	if !o.quiet {
+		// --quiet promises silence on success; the JSON and the text
+		// summary carry the same reason.
+		req.Warn = func(msg string) {
+			if bar != nil {
+				bar.clear()
+			}
+			fmt.Fprintf(s.Err, "blkcopy: warning: %s\n", msg)
 		}
-		fmt.Fprintf(s.Err, "blkcopy: warning: %s\n", msg)
 	}
 	sum, err := copier.Run(ctx, req)
 	if bar != nil {

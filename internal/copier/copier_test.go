@@ -252,3 +252,63 @@ func TestOverlappingVerifyUsesChecksumsTakenBeforeTheCopy(t *testing.T) {
 		t.Fatal("overlapping copy is not the memmove result")
 	}
 }
+
+// projectDirFixture is fixture on the file system holding the source tree
+// (ext4 on this project's machines), not TMPDIR, which may be a tmpfs.
+func projectDirFixture(t *testing.T, name string, size int) (string, []byte) {
+	t.Helper()
+	dir, err := os.MkdirTemp(".", "testdata-tmp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p, _ := filepath.Abs(filepath.Join(dir, name))
+	data := randomBytes(size, 99)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, data
+}
+
+func TestFileCopyOnOneFileSystemIsAllCopyFileRange(t *testing.T) {
+	src, data := projectDirFixture(t, "src.img", 3<<20)
+	dst := filepath.Join(filepath.Dir(src), "dst.img")
+	sum, err := Run(context.Background(), Request{Src: src, Dst: dst, SrcOff: 1, DstOff: 4096, Len: 3<<20 - 1, LenSet: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.OffloadedBytes != sum.Bytes || sum.OnloadedBytes != 0 {
+		t.Errorf("offloaded %d of %d bytes (onloaded %d, reason %q); copy_file_range works within one file system on every current kernel",
+			sum.OffloadedBytes, sum.Bytes, sum.OnloadedBytes, sum.OffloadDisabledReason)
+	}
+	got, _ := os.ReadFile(dst)
+	if !bytes.Equal(got[4096:], data[1:]) || !bytes.Equal(got[:4096], make([]byte, 4096)) {
+		t.Fatal("destination content is wrong")
+	}
+}
+
+func TestFileCopyAcrossFileSystemsFallsBackOrSucceeds(t *testing.T) {
+	if st, err := os.Stat("/dev/shm"); err != nil || !st.IsDir() {
+		t.Skip("no /dev/shm tmpfs to copy across file systems")
+	}
+	src, data := projectDirFixture(t, "src.img", 2<<20)
+	f, err := os.CreateTemp("/dev/shm", "blkcopy-xdev-*.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := f.Name()
+	f.Close()
+	t.Cleanup(func() { os.Remove(dst) })
+	sum, err := Run(context.Background(), Request{Src: src, Dst: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ext4 -> tmpfs: %d bytes by copy_file_range, %d through the host (%s)", sum.OffloadedBytes, sum.OnloadedBytes, sum.OffloadDisabledReason)
+	if sum.OffloadedBytes+sum.OnloadedBytes != int64(len(data)) {
+		t.Errorf("offloaded %d + onloaded %d != %d", sum.OffloadedBytes, sum.OnloadedBytes, len(data))
+	}
+	got, _ := os.ReadFile(dst)
+	if !bytes.Equal(got, data) {
+		t.Fatal("cross-file-system copy is wrong")
+	}
+}
