@@ -11,15 +11,15 @@ import (
 func fileTools(blkcopy string) []tool {
 	return []tool{
 		// Default mode: copy_file_range on regular files.
-		{"blkcopy", func(src, dst string, n int64) []string {
+		{name: "blkcopy", argv: func(src, dst string, n int64) []string {
 			return []string{blkcopy, src, dst, "--progress", "never", "--quiet"}
 		}},
 		// coreutils cp tries a reflink, then copy_file_range.
-		{"cp", func(src, dst string, n int64) []string {
+		{name: "cp", argv: func(src, dst string, n int64) []string {
 			return []string{"cp", src, dst}
 		}},
 		// Plain read/write.
-		{"cp --reflink=never", func(src, dst string, n int64) []string {
+		{name: "cp --reflink=never", argv: func(src, dst string, n int64) []string {
 			return []string{"cp", "--reflink=never", src, dst}
 		}},
 	}

@@ -12,9 +12,18 @@ import (
 // writes the destination at the same time, and a copy can go no faster
 // than the slower of the two streams.
 type fioCeiling struct {
-	mibps  float64
-	engine string // the better of the tried setups
-	tried  []string
+	setup fioSetup // the best of the tried setups
+	tried []string
+}
+
+type fioSetup struct {
+	engine  string
+	iodepth int
+	bs      string
+}
+
+func (s fioSetup) String() string {
+	return fmt.Sprintf("%s iodepth %d bs=%s", s.engine, s.iodepth, s.bs)
 }
 
 func measureFio(ctx context.Context, p devicePair, n int64) (fioCeiling, error) {
@@ -22,34 +31,30 @@ func measureFio(ctx context.Context, p devicePair, n int64) (fioCeiling, error) 
 		return fioCeiling{}, fmt.Errorf("fio not found (apt-get install fio)")
 	}
 	var best fioCeiling
+	var bestMiBps float64
 	// The two setups at bs=1M, plus larger blocks: blkcopy moves
 	// 4-8 MiB per I/O, and on disk-backed loop devices fio at 1M measured
 	// half of what blkcopy then did, which is no ceiling.
-	for _, setup := range []struct {
-		engine  string
-		iodepth int
-		bs      string
-	}{{"psync", 1, "1M"}, {"libaio", 16, "1M"}, {"libaio", 16, "4M"}, {"libaio", 8, "8M"}} {
+	for _, setup := range []fioSetup{{"psync", 1, "1M"}, {"libaio", 16, "1M"}, {"libaio", 16, "4M"}, {"libaio", 8, "8M"}} {
 		if n%(8<<20) != 0 && setup.bs == "8M" {
 			continue
 		}
-		v, err := fioOnce(ctx, p, n, setup.engine, setup.iodepth, setup.bs)
+		v, err := fioOnce(ctx, p, n, setup)
 		if err != nil {
 			return fioCeiling{}, err
 		}
-		name := fmt.Sprintf("%s iodepth %d bs=%s", setup.engine, setup.iodepth, setup.bs)
-		best.tried = append(best.tried, fmt.Sprintf("%s %.0f MiB/s", name, v))
-		if v > best.mibps {
-			best.mibps, best.engine = v, name
+		best.tried = append(best.tried, fmt.Sprintf("%s %.0f MiB/s", setup, v))
+		if v > bestMiBps {
+			best.setup, bestMiBps = setup, v
 		}
 	}
 	return best, nil
 }
 
-func fioOnce(ctx context.Context, p devicePair, n int64, engine string, iodepth int, bs string) (float64, error) {
+func fioOnce(ctx context.Context, p devicePair, n int64, setup fioSetup) (float64, error) {
 	argv := []string{"fio", "--output-format=json",
-		"--direct=1", "--bs=" + bs, fmt.Sprintf("--size=%d", n),
-		"--ioengine=" + engine, fmt.Sprintf("--iodepth=%d", iodepth),
+		"--direct=1", "--bs=" + setup.bs, fmt.Sprintf("--size=%d", n),
+		"--ioengine=" + setup.engine, fmt.Sprintf("--iodepth=%d", setup.iodepth),
 		"--name=read", "--filename=" + p.src, "--rw=read",
 		"--name=write", "--filename=" + p.dst, "--rw=write",
 	}

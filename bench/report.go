@@ -74,16 +74,23 @@ func (r *report) print(w io.Writer, cfg config) {
 func (r *report) printDevices(w io.Writer, d deviceResult) {
 	fmt.Fprintf(w, "\n%s, %s, O_DIRECT on both ends, cmp after every copy:\n", d.label, size.Format(d.n))
 	fmt.Fprintf(w, "  %-10s %12s %17s %10s %9s\n", "tool", "median MiB/s", "min-max MiB/s", "CPU s/GiB", "peak RSS")
-	for _, s := range d.series {
+	for i, s := range d.series {
+		if i == d.ceiling {
+			continue
+		}
 		v := s.mibps(d.n)
 		lo, hi := minMax(v)
 		fmt.Fprintf(w, "  %-10s %12.1f %8.1f-%-8.1f %10.3f %5.1f MiB\n", s.tool, median(v), lo, hi, s.cpuPerGiB(d.n), s.peakRSSMiB())
 	}
 	if d.fioErr != nil {
 		fmt.Fprintf(w, "  fio ceiling: not measured: %v\n", d.fioErr)
-	} else if d.fio.mibps > 0 {
-		fmt.Fprintf(w, "  fio ceiling (read source + write destination at once, direct): %.1f MiB/s with %s (tried %s)\n",
-			d.fio.mibps, d.fio.engine, strings.Join(d.fio.tried, ", "))
+	}
+	ceil, share := d.ceilingMiBps(), d.shareOfCeiling()
+	if ceil > 0 {
+		lo, hi := minMax(d.series[d.ceiling].mibps(d.n))
+		fmt.Fprintf(w, "  fio ceiling (read source + write destination at once, direct, %s, one run per round): median %.1f MiB/s (%.1f-%.1f)\n",
+			d.fio.setup, ceil, lo, hi)
+		fmt.Fprintf(w, "    setup chosen from: %s\n", strings.Join(d.fio.tried, ", "))
 	}
 	if d.fasterDD < 0 {
 		return
@@ -93,11 +100,8 @@ func (r *report) printDevices(w io.Writer, d deviceResult) {
 	lo, hi := minMax(ratios)
 	ratio := median(ratios)
 	fmt.Fprintf(w, "  blkcopy / %s (the faster dd): median of per-pair ratios %.2fx (%.2f-%.2f)\n", dd.tool, ratio, lo, hi)
-	blkMed := median(blk.mibps(d.n))
-	share := 0.0
-	if d.fio.mibps > 0 {
-		share = blkMed / d.fio.mibps
-		fmt.Fprintf(w, "  blkcopy median = %.0f%% of the fio ceiling\n", 100*share)
+	if ceil > 0 {
+		fmt.Fprintf(w, "  blkcopy = %.0f%% of the fio ceiling (median of per-round ratios)\n", 100*share)
 	}
 
 	want := diskRatio
@@ -157,11 +161,11 @@ func (r *report) printMarkdown(w io.Writer, cfg config) {
 			blk, dd := d.series[0], d.series[d.fasterDD]
 			bm, dm := median(blk.mibps(d.n)), median(dd.mibps(d.n))
 			share := "-"
-			if d.fio.mibps > 0 {
-				share = fmt.Sprintf("%.0f%%", 100*bm/d.fio.mibps)
+			if d.ceilingMiBps() > 0 {
+				share = fmt.Sprintf("%.0f%%", 100*d.shareOfCeiling())
 			}
 			fmt.Fprintf(w, "| %s | %s | %.0f | %.0f (%s) | %.2fx | %.0f | %s | %.2f / %.2f | %.1f MiB |\n",
-				d.label, size.Format(d.n), bm, dm, dd.tool, median(speedRatios(blk, dd)), d.fio.mibps, share,
+				d.label, size.Format(d.n), bm, dm, dd.tool, median(speedRatios(blk, dd)), d.ceilingMiBps(), share,
 				blk.cpuPerGiB(d.n), dd.cpuPerGiB(d.n), blk.peakRSSMiB())
 		}
 		fmt.Fprintln(w)
@@ -178,4 +182,20 @@ func (r *report) printMarkdown(w io.Writer, cfg config) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// ceilingMiBps is the median of the fio runs, 0 without them.
+func (d deviceResult) ceilingMiBps() float64 {
+	if d.ceiling < 0 {
+		return 0
+	}
+	return median(d.series[d.ceiling].mibps(d.n))
+}
+
+// shareOfCeiling compares blkcopy with the fio run of the same round.
+func (d deviceResult) shareOfCeiling() float64 {
+	if d.ceiling < 0 {
+		return 0
+	}
+	return median(speedRatios(d.series[0], d.series[d.ceiling]))
 }
