@@ -43,21 +43,23 @@ type Options struct {
 }
 
 // DefaultDepth is the number of reads and of writes in flight. One of each
-// (two workers) with 4 MiB buffers is what we measured on two cores (see
-// BenchmarkCopyLoop): depth 2 stayed within the noise in throughput on
-// loop devices and cost more CPU in thread hand-offs.
+// (two workers) is what we measured best on two cores (see
+// BenchmarkCopyLoop and bench/): depth 2 was no faster on loop devices and
+// cost more CPU in thread hand-offs.
 const DefaultDepth = 1
 
 // DefaultBufSize derives the bytes per I/O from a device's queue limits
 // (max_sectors_kb, and optimal_io_size in bytes; 0 when unknown). It is
-// 4 MiB, in whole optimal I/O units when the device names one that fits.
+// 8 MiB, in whole optimal I/O units when the device names one that fits.
 // max_sectors_kb does not lower it: the block layer splits a larger I/O into
 // several requests that the device works on at once, which is the point.
-// On direct-I/O loop devices 4 and 8 MiB measured alike (throughput and CPU
-// per GiB, medians of 12 alternating runs) and 2 MiB took more CPU; 4 MiB
-// keeps a copy's buffers at 8 MiB.
+// Measured with bench/ on /dev/shm-backed direct-I/O loop devices, 2 GiB, 5
+// alternating runs on an idle machine (2026-11-26): 4 MiB gave 1.37x dd
+// bs=4M and 80% of fio's read+write ceiling, 8 MiB 1.32-1.37x and 89%, at
+// less CPU per GiB; 2 MiB took more CPU. Two 8 MiB buffers keep peak RSS
+// near 22 MiB whatever the length.
 func DefaultBufSize(maxSectorsKB, optimalIOSize int64) int64 {
-	size := int64(4 << 20)
+	size := int64(8 << 20)
 	if optimalIOSize > 0 && optimalIOSize <= size {
 		size = alignDown(size, optimalIOSize)
 	}
