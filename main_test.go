@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -35,11 +36,16 @@ func TestScripts(t *testing.T) {
 			"allbytes": cmdAllbytes,
 			"status":   cmdStatus,
 			"filesize": cmdFilesize,
+			"attach":   cmdAttach,
+			"mountdev": cmdMountdev,
 		},
 		Condition: func(cond string) (bool, error) {
 			switch cond {
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "mkfs":
+				_, err := exec.LookPath("mkfs.ext4")
+				return err == nil, nil
 			case "shm":
 				st, err := os.Stat("/dev/shm")
 				return err == nil && st.IsDir(), nil
@@ -157,4 +163,45 @@ func cmdFilesize(ts *testscript.TestScript, neg bool, args []string) {
 	if st.Size() != atoi(ts, args[1]) {
 		ts.Fatalf("%s is %d bytes, want %s", args[0], st.Size(), args[1])
 	}
+}
+
+// attach VAR FILE [LOSETUP-FLAGS...]: attach FILE to a loop device with
+// direct I/O, put its path in $VAR, and detach it when the script ends.
+func cmdAttach(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: attach VAR FILE [losetup flags]")
+	}
+	argv := append([]string{"-f", "--show", "--direct-io=on"}, args[2:]...)
+	out, err := exec.Command("losetup", append(argv, ts.MkAbs(args[1]))...).CombinedOutput()
+	if err != nil {
+		ts.Fatalf("losetup: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	ts.Setenv(args[0], dev)
+	ts.Defer(func() {
+		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
+			ts.Logf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+}
+
+// mountdev DEV DIR: make an ext4 file system on DEV, mount it on DIR and
+// unmount it when the script ends.
+func cmdMountdev(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: mountdev DEV DIR")
+	}
+	dir := ts.MkAbs(args[1])
+	ts.Check(os.MkdirAll(dir, 0o755))
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", args[0]).CombinedOutput(); err != nil {
+		ts.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if out, err := exec.Command("mount", args[0], dir).CombinedOutput(); err != nil {
+		ts.Fatalf("mount: %v: %s", err, out)
+	}
+	ts.Defer(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			ts.Logf("umount %s: %v: %s", dir, err, out)
+		}
+	})
 }
