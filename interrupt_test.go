@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +17,12 @@ import (
 // SIGTERM mid-copy: exit 130, a resume command on stderr, and running that
 // command finishes the copy to the same bytes an uninterrupted copy gives.
 func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		t.Run(sig.String(), func(t *testing.T) {
+	for _, tt := range []struct {
+		sig  syscall.Signal
+		json bool
+	}{{syscall.SIGTERM, false}, {syscall.SIGINT, false}, {syscall.SIGTERM, true}} {
+		sig := tt.sig
+		t.Run(fmt.Sprintf("%s json=%v", sig, tt.json), func(t *testing.T) {
 			dir := t.TempDir()
 			src, dst := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
 			const size = 32 << 20
@@ -34,6 +40,11 @@ func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
 			// interrupt; the progress bar tells when it is under way.
 			c := blkcopyCommand(t, src, dst, "--src-offset", "4096", "--dst-offset", "1M", "--len", "24M",
 				"--mode", "onload", "--chunk", "4K", "--progress", "always")
+			if tt.json {
+				c.Args = append(c.Args, "--json")
+			}
+			var stdout bytes.Buffer
+			c.Stdout = &stdout
 			stderr, err := c.StderrPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -72,10 +83,32 @@ func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
 			if resume == "" {
 				t.Fatalf("no resume command printed; stderr:\n%s", all.String())
 			}
+			if tt.json {
+				// One object, the interrupt report, and no second error object.
+				var got struct {
+					Interrupted   bool   `json:"interrupted"`
+					ExitCode      int    `json:"exit_code"`
+					DoneBytes     int64  `json:"done_bytes"`
+					ResumeCommand string `json:"resume_command"`
+				}
+				dec := json.NewDecoder(&stdout)
+				if err := dec.Decode(&got); err != nil {
+					t.Fatalf("stdout is not JSON: %v", err)
+				}
+				if dec.More() {
+					t.Errorf("more than one JSON object on stdout")
+				}
+				if !got.Interrupted || got.ExitCode != 130 || got.DoneBytes <= 0 || got.ResumeCommand != resume {
+					t.Errorf("JSON interrupt report %+v does not match the stderr report (resume %q)", got, resume)
+				}
+			}
 			args := strings.Fields(resume)[1:]
 			for i, a := range args {
-				if a == "--progress" {
+				switch a {
+				case "--progress":
 					args[i+1] = "never"
+				case "--json":
+					args[i] = "--quiet"
 				}
 			}
 			if out, err := blkcopyCommand(t, args...).CombinedOutput(); err != nil {

@@ -33,6 +33,10 @@ func run(root *cobra.Command, s *Streams, args []string) int {
 		return ExitOK
 	}
 	code := exitCode(err)
+	if errors.Is(err, errAlreadyReported) {
+		// Reported in full already (text and, with --json, the object).
+		return code
+	}
 	if c != nil && jsonRequested(c) {
 		// Scripts that asked for JSON get their failure as JSON too, on
 		// stdout where they are already reading; stderr still gets the line
@@ -43,9 +47,7 @@ func run(root *cobra.Command, s *Streams, args []string) int {
 			ExitCode int    `json:"exit_code"`
 		}{err.Error(), code})
 	}
-	if !errors.Is(err, errAlreadyReported) {
-		fmt.Fprintf(s.Err, "blkcopy: %s\n", oneLine(err.Error()))
-	}
+	fmt.Fprintf(s.Err, "blkcopy: %s\n", oneLine(err.Error()))
 	return code
 }
 
