@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -12,25 +11,17 @@ import (
 
 	"github.com/blkcopy/blkcopy/internal/offload"
 	"github.com/blkcopy/blkcopy/internal/onload"
+	"github.com/blkcopy/blkcopy/internal/onload/onloadtest"
 )
 
 const sentinel = 0xA5
-
-func randomBytes(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, 42))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
 
 // fixture writes a random source and a sentinel-filled destination file.
 func fixture(t *testing.T, srcSize, dstSize int) (src, dst string, data []byte) {
 	t.Helper()
 	dir := t.TempDir()
 	src, dst = filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
-	data = randomBytes(srcSize, uint64(srcSize))
+	data = onloadtest.RandomBytes(srcSize, uint64(srcSize))
 	if err := os.WriteFile(src, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +254,7 @@ func projectDirFixture(t *testing.T, name string, size int) (string, []byte) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	p, _ := filepath.Abs(filepath.Join(dir, name))
-	data := randomBytes(size, 99)
+	data := onloadtest.RandomBytes(size, 99)
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}

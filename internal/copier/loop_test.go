@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blkcopy/blkcopy/internal/onload/onloadtest"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 	"github.com/blkcopy/blkcopy/internal/sysfs/sysfstest"
 )
@@ -18,60 +19,21 @@ import (
 // block copy offload, so they prove the onload path with O_DIRECT on real
 // block devices, and the refusals that only block devices have.
 
-func requireRoot(t *testing.T) {
+// loop attaches a 512-byte-sector, direct-I/O loop device over a copy of
+// content (args go to losetup: "-r", "-P") and returns its path.
+func loop(t *testing.T, content []byte, args ...string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to attach loop devices")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("needs losetup (util-linux)")
-	}
-}
-
-// attachLoop attaches a loop device over a file of the given content and
-// detaches it when the test ends; extra are losetup flags.
-func attachLoop(t *testing.T, content []byte, extra ...string) string {
-	t.Helper()
-	f, err := os.CreateTemp("/dev/shm", "blkcopy-test-*.img")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(f.Name()) })
-	if _, err := f.Write(content); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	args := append([]string{"-f", "--show", "--direct-io=on"}, extra...)
-	out, err := exec.Command("losetup", append(args, f.Name())...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
-func readDev(t *testing.T, dev string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return onloadtest.NewLoop(t, content, 512, args...).Dev
 }
 
 var sys = sysfs.Sys{Root: "/"}
 
 func TestLoopDevicesCopyWithEveryOffsetKind(t *testing.T) {
-	requireRoot(t)
+	sysfstest.RequireRoot(t)
 	const size = 16 << 20
-	data := randomBytes(size, 7)
-	src := attachLoop(t, data)
-	dst := attachLoop(t, bytes.Repeat([]byte{sentinel}, size))
+	data := onloadtest.RandomBytes(size, 7)
+	src := loop(t, data)
+	dst := loop(t, bytes.Repeat([]byte{sentinel}, size))
 	tests := []struct {
 		name                string
 		srcOff, dstOff, len int64
@@ -98,34 +60,22 @@ func TestLoopDevicesCopyWithEveryOffsetKind(t *testing.T) {
 			if !strings.Contains(sum.FallbackReason, "different disks") && !strings.Contains(sum.FallbackReason, "kernel lacks") {
 				t.Errorf("fallback reason %q does not say why offload was not used", sum.FallbackReason)
 			}
-			got := readDev(t, dst)
+			got := onloadtest.ReadFile(t, dst)
 			want := bytes.Repeat([]byte{sentinel}, size)
 			copy(want[tt.dstOff:], data[tt.srcOff:tt.srcOff+tt.len])
-			if i := firstDiff(got, want); i >= 0 {
+			if i := onloadtest.FirstDiff(got, want); i >= 0 {
 				t.Fatalf("destination differs at offset %d (range [%d,%d))", i, tt.dstOff, tt.dstOff+tt.len)
 			}
 		})
 	}
 }
 
-func firstDiff(a, b []byte) int {
-	for i := range a {
-		if i >= len(b) || a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return len(a)
-	}
-	return -1
-}
-
 func TestPartitionAndItsDiskAreOneDeviceForOverlap(t *testing.T) {
-	requireRoot(t)
+	sysfstest.RequireRoot(t)
 	const size = 16 << 20
 	const start = 2048 // sectors: the partition starts at 1 MiB
-	img := randomBytes(size, 9)
-	disk := attachLoop(t, img, "-P")
+	img := onloadtest.RandomBytes(size, 9)
+	disk := loop(t, img, "-P")
 	// addpart (BLKPG) instead of a partition table: some minimal kernels,
 	// this project's CI host among them, have no partition table parsers.
 	part := sysfstest.AddPartition(t, disk, 1, start, size/512-start)
@@ -141,21 +91,21 @@ func TestPartitionAndItsDiskAreOneDeviceForOverlap(t *testing.T) {
 	if !sum.Backward {
 		t.Error("copy was not run backwards although the destination lies after the source on the same disk")
 	}
-	got := readDev(t, disk)
+	got := onloadtest.ReadFile(t, disk)
 	want := append([]byte(nil), img...)
 	copy(want[1<<20+64<<10:], img[1<<20:1<<20+n])
-	if i := firstDiff(got, want); i >= 0 {
+	if i := onloadtest.FirstDiff(got, want); i >= 0 {
 		t.Fatalf("disk differs from the memmove result at offset %d", i)
 	}
 }
 
 func TestRefusalsOnBlockDevicesWriteNothing(t *testing.T) {
-	requireRoot(t)
+	sysfstest.RequireRoot(t)
 	const size = 4 << 20
-	data := randomBytes(size, 11)
-	src := attachLoop(t, data)
-	dst := attachLoop(t, bytes.Repeat([]byte{sentinel}, size))
-	ro := attachLoop(t, bytes.Repeat([]byte{sentinel}, size), "-r")
+	data := onloadtest.RandomBytes(size, 11)
+	src := loop(t, data)
+	dst := loop(t, bytes.Repeat([]byte{sentinel}, size))
+	ro := loop(t, bytes.Repeat([]byte{sentinel}, size), "-r")
 	tests := []struct {
 		name    string
 		req     Request
@@ -183,7 +133,7 @@ func TestRefusalsOnBlockDevicesWriteNothing(t *testing.T) {
 				t.Errorf("err = %q, want it to say %q", err, tt.wantMsg)
 			}
 			for _, d := range []string{dst, ro} {
-				if !bytes.Equal(readDev(t, d), bytes.Repeat([]byte{sentinel}, size)) {
+				if !bytes.Equal(onloadtest.ReadFile(t, d), bytes.Repeat([]byte{sentinel}, size)) {
 					t.Fatalf("%s was written", d)
 				}
 			}
@@ -192,12 +142,12 @@ func TestRefusalsOnBlockDevicesWriteNothing(t *testing.T) {
 }
 
 func TestMountedDestinationIsRefused(t *testing.T) {
-	requireRoot(t)
+	sysfstest.RequireRoot(t)
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		t.Skip("needs mkfs.ext4 (e2fsprogs) to make a file system to mount")
 	}
-	src := attachLoop(t, randomBytes(32<<20, 13))
-	dst := attachLoop(t, make([]byte, 32<<20))
+	src := loop(t, onloadtest.RandomBytes(32<<20, 13))
+	dst := loop(t, make([]byte, 32<<20))
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", dst).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, out)
 	}
@@ -206,14 +156,14 @@ func TestMountedDestinationIsRefused(t *testing.T) {
 		t.Fatalf("mount: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
-	before := readDev(t, dst)
+	before := onloadtest.ReadFile(t, dst)
 	for _, dry := range []bool{false, true} {
 		_, err := Run(context.Background(), Request{Src: src, Dst: dst, Len: 1 << 20, LenSet: true, Sys: sys, DryRun: dry})
 		if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), dst) || !strings.Contains(err.Error(), "in use") {
 			t.Errorf("dry run %v: err = %v, want the destination refused as in use", dry, err)
 		}
 	}
-	if !bytes.Equal(before, readDev(t, dst)) {
+	if !bytes.Equal(before, onloadtest.ReadFile(t, dst)) {
 		t.Fatal("the mounted destination was written")
 	}
 	if _, err := os.Stat(filepath.Join(mnt, "lost+found")); err != nil {

@@ -71,11 +71,15 @@ type Loop struct {
 
 // NewLoop attaches a direct-I/O loop device with the given logical sector
 // size over a /dev/shm file holding data, and detaches it (and only it) when
-// the test ends. It skips when not root: attaching needs CAP_SYS_ADMIN.
-func NewLoop(t testing.TB, data []byte, sectorSize int) Loop {
+// the test ends; args go to losetup too ("-r", "-P"). It skips when not
+// root (attaching needs CAP_SYS_ADMIN) or without losetup.
+func NewLoop(t testing.TB, data []byte, sectorSize int, args ...string) Loop {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("attaching loop devices needs root")
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Skip("attaching loop devices needs losetup (util-linux)")
 	}
 	f, err := os.CreateTemp("/dev/shm", "blkcopy-test-")
 	if err != nil {
@@ -87,9 +91,10 @@ func NewLoop(t testing.TB, data []byte, sectorSize int) Loop {
 		t.Fatal(err)
 	}
 	f.Close()
-	out, err := exec.Command("losetup", "--direct-io=on", "--sector-size", strconv.Itoa(sectorSize), "-f", "--show", backing).Output()
+	argv := append([]string{"--direct-io=on", "--sector-size", strconv.Itoa(sectorSize), "-f", "--show"}, args...)
+	out, err := exec.Command("losetup", append(argv, backing)...).CombinedOutput()
 	if err != nil {
-		t.Skipf("cannot attach a loop device (losetup: %v)", err)
+		t.Fatalf("losetup %v %s: %v: %s", argv, backing, err, out)
 	}
 	dev := string(bytes.TrimSpace(out))
 	t.Cleanup(func() {
