@@ -160,10 +160,8 @@ func runCopy(ctx context.Context, o *copyOptions, s *Streams) error {
 	if err != nil {
 		return err
 	}
-	showProgress := !o.json && !o.quiet && !o.dryRun && (o.progress == "always" || (o.progress == "auto" && o.isTerminal()))
-	if o.progress == "always" && !o.dryRun {
-		showProgress = true
-	}
+	showProgress := !o.dryRun && (o.progress == "always" ||
+		o.progress == "auto" && !o.json && !o.quiet && o.isTerminal())
 	var bar *progressBar
 	if showProgress {
 		bar = newProgressBar(s.Err)
@@ -224,7 +222,7 @@ func writeJSON(s *Streams, v any) {
 }
 
 func printSummary(s *Streams, sum *copier.Summary) {
-	if sum.Note != "" && sum.Bytes == 0 || sum.Chunks == 0 {
+	if sum.Chunks == 0 { // nothing was copied; the note says why
 		fmt.Fprintf(s.Out, "blkcopy: %s\n", sum.Note)
 		return
 	}

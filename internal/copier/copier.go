@@ -94,10 +94,6 @@ type Summary struct {
 	DryRun                bool          `json:"dry_run"`
 	Backward              bool          `json:"backward"`
 	Note                  string        `json:"note,omitempty"`
-
-	// Done is the bytes completed when the run stopped early; with
-	// Backward they are the tail of the range, else its head.
-	Done int64 `json:"-"`
 	// Dry runs: what the plan would do.
 	PlannedOffloadBytes int64 `json:"planned_offload_bytes,omitempty"`
 	PlannedOnloadBytes  int64 `json:"planned_onload_bytes,omitempty"`
@@ -136,7 +132,7 @@ func (e *InterruptedError) Error() string {
 }
 func (e *InterruptedError) Unwrap() error { return e.Err }
 
-// onloadFallbackErr says whether a failed offload of a chunk is worth one
+// onloadRetryable says whether a failed offload of a chunk is worth one
 // more try through the host: EIO from an offloaded copy can be the copy
 // engine's failure rather than the medium's, and if the medium is really
 // bad the onload retry fails too and stops the copy.
@@ -170,17 +166,17 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		sum.Note = "created " + dst.path
 	}
 
+	if dst.block && req.DstOff > dst.size {
+		return sum, fmt.Errorf("destination %s: offset %d is past its end (%d bytes)", dst.path, req.DstOff, dst.size)
+	}
 	n := req.Len
 	if !req.LenSet {
 		n = src.size - req.SrcOff
 		if dst.block {
-			if req.DstOff > dst.size {
-				return sum, fmt.Errorf("destination %s: offset %d is past its end (%d bytes)", dst.path, req.DstOff, dst.size)
-			}
 			n = min(n, dst.size-req.DstOff)
 		}
 	}
-	if dst.block && (req.DstOff > dst.size || n > dst.size-req.DstOff) {
+	if dst.block && n > dst.size-req.DstOff {
 		return sum, fmt.Errorf("destination %s: range %d+%d is past its end (%d bytes); refusing to write", dst.path, req.DstOff, n, dst.size)
 	}
 	if req.DstOff > (1<<63-1)-n {
@@ -259,7 +255,6 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 			if !r.backward {
 				ie.SrcOff, ie.DstOff = req.SrcOff+r.done, req.DstOff+r.done
 			}
-			sum.Done = r.done
 			return sum, ie
 		}
 		return sum, runErr
@@ -398,34 +393,29 @@ func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n int64) error
 
 func (r *runner) offloadChunk(ctx context.Context, c plan.Chunk) error {
 	n, err := offloadCopy(ctx, r.dst.file, r.src.file, c.Dst, c.Src, c.Len, r.req.Progress)
+	r.sum.OffloadedBytes += n
 	switch {
 	case err == nil:
-		r.sum.OffloadedBytes += n
 		if !r.canaryRun {
 			r.canaryRun = true
 			return r.canary(ctx, c)
 		}
 		return nil
 	case errors.Is(err, context.Canceled):
-		r.sum.OffloadedBytes += n
 		if !r.backward {
 			r.done += n
 		}
 		return err
 	case offload.Unavailable(err):
 		if r.req.Mode == OffloadOnly {
-			r.sum.OffloadedBytes += n
 			return fmt.Errorf("%w: %w", ErrOffloadUnavailable, err)
 		}
 		r.disableOffload(fmt.Sprintf("copy_file_range failed (%v); copying through the host instead", err))
-		r.sum.OffloadedBytes += n
 		return r.onloadChunk(ctx, c.Src+n, c.Dst+n, c.Len-n)
 	case onloadRetryable(err) && r.req.Mode == Auto:
-		r.sum.OffloadedBytes += n
 		r.disableOffload(fmt.Sprintf("offloaded copy failed (%v); retrying through the host", err))
 		return r.onloadChunk(ctx, c.Src+n, c.Dst+n, c.Len-n)
 	default:
-		r.sum.OffloadedBytes += n
 		return err
 	}
 }
