@@ -102,7 +102,7 @@ offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
 	f.Var(&o.dstOffset, "dst-offset", "destination offset (size); excludes --offset")
 	f.Var(&o.length, "len", "bytes to copy (size); default: to the end of the source, bounded by a block-device destination")
 	f.StringVar(&o.mode, "mode", "auto", "auto: offload where possible, else copy through the host; offload: fail with exit 3 rather than copy through the host; onload: never offload")
-	f.Var(&o.chunk, "chunk", "I/O size of the copy through the host (size, multiple of 4096); default from the devices' max_sectors_kb and optimal_io_size")
+	f.Var(&o.chunk, "chunk", "I/O size of the copy through the host (size, multiple of 4096); default 8 MiB, in whole units of the devices' optimal_io_size")
 	f.BoolVar(&o.verify, "verify", false, "read both ranges back after the copy and compare; exit 4 on a difference")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (only on a terminal), always, never")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing on success")
