@@ -229,6 +229,9 @@ func printSummary(s *Streams, sum *copier.Summary) {
 	line := fmt.Sprintf("copied %s (%d bytes) in %s, %s/s: %s offloaded, %s through the host",
 		size.Format(sum.Bytes), sum.Bytes, sum.Duration.Round(time.Millisecond), size.Format(sum.BytesPerSecond),
 		size.Format(sum.OffloadedBytes), size.Format(sum.OnloadedBytes))
+	if sum.OffloadedBytes > 0 {
+		line += fmt.Sprintf(" (%s, %d requests)", sum.OffloadPath, sum.OffloadRequests)
+	}
 	if sum.Verified {
 		line += ", verified"
 	}

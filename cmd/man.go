@@ -68,6 +68,12 @@ why offload was not used for (some of) the copy, empty when it was.
 .B offload_disabled_reason
 set when offload was stopped during the run (copy_file_range failed, or the read-back check of the first offloaded chunk found a difference).
 .TP
+.B offload_path
+the offload path that copied: \fBcopy_file_range\fR (the kernel's copy offload between block devices, or between regular files), or empty when none served this pair.
+.TP
+.B offload_requests
+system calls or device commands the offload path issued (the first, the canary, is one device command's worth and is read back; later ones carry many).
+.TP
 .B duration_ns, bytes_per_second
 timing.
 .TP

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blkcopy/blkcopy/internal/copypath"
 	"github.com/blkcopy/blkcopy/internal/offload"
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/plan"
@@ -76,24 +77,29 @@ type Request struct {
 
 // Summary is what happened; cmd prints it as text or JSON.
 type Summary struct {
-	Src                   string        `json:"src"`
-	Dst                   string        `json:"dst"`
-	SrcOffset             int64         `json:"src_offset"`
-	DstOffset             int64         `json:"dst_offset"`
-	Bytes                 int64         `json:"bytes"`
-	OffloadedBytes        int64         `json:"offloaded_bytes"`
-	OnloadedBytes         int64         `json:"onloaded_bytes"`
-	Chunks                int64         `json:"chunks"`
-	Mode                  string        `json:"mode"`
-	FallbackReason        string        `json:"fallback_reason"`
-	OffloadDisabledReason string        `json:"offload_disabled_reason"`
-	Duration              time.Duration `json:"duration_ns"`
-	BytesPerSecond        int64         `json:"bytes_per_second"`
-	Verified              bool          `json:"verified"`
-	Synced                bool          `json:"synced"`
-	DryRun                bool          `json:"dry_run"`
-	Backward              bool          `json:"backward"`
-	Note                  string        `json:"note,omitempty"`
+	Src                   string `json:"src"`
+	Dst                   string `json:"dst"`
+	SrcOffset             int64  `json:"src_offset"`
+	DstOffset             int64  `json:"dst_offset"`
+	Bytes                 int64  `json:"bytes"`
+	OffloadedBytes        int64  `json:"offloaded_bytes"`
+	OnloadedBytes         int64  `json:"onloaded_bytes"`
+	Chunks                int64  `json:"chunks"`
+	Mode                  string `json:"mode"`
+	FallbackReason        string `json:"fallback_reason"`
+	OffloadDisabledReason string `json:"offload_disabled_reason"`
+	// OffloadPath names the path that offloaded ("copy_file_range",
+	// "nvme"), empty when none served; OffloadRequests counts the system
+	// calls or device commands it issued.
+	OffloadPath     string        `json:"offload_path"`
+	OffloadRequests int64         `json:"offload_requests"`
+	Duration        time.Duration `json:"duration_ns"`
+	BytesPerSecond  int64         `json:"bytes_per_second"`
+	Verified        bool          `json:"verified"`
+	Synced          bool          `json:"synced"`
+	DryRun          bool          `json:"dry_run"`
+	Backward        bool          `json:"backward"`
+	Note            string        `json:"note,omitempty"`
 	// Dry runs: what the plan would do.
 	PlannedOffloadBytes int64 `json:"planned_offload_bytes,omitempty"`
 	PlannedOnloadBytes  int64 `json:"planned_onload_bytes,omitempty"`
@@ -195,23 +201,32 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		return sum, nil
 	}
 
-	offMax, reason := offloadDecision(req.Mode, src, dst)
+	overlap := sameDevice && abs(srcAbs-dstAbs) < n
+	sess, reason, err := openPath(req.Mode, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
+	if err != nil {
+		return sum, err
+	}
+	if sess != nil {
+		defer sess.Close()
+		sum.OffloadPath = sess.name
+	}
 	sum.FallbackReason = reason
-	if req.Mode == OffloadOnly && offMax == 0 {
+	if req.Mode == OffloadOnly && sess == nil {
 		return sum, fmt.Errorf("%w: %s", ErrOffloadUnavailable, reason)
 	}
-	align := max(src.lbs, dst.lbs)
-	p, err := plan.New(plan.Input{
-		Src: srcAbs, Dst: dstAbs, Len: n, SameDevice: sameDevice,
-		BlockSize: align, OffloadMax: offMax,
-	})
+	in := plan.Input{Src: srcAbs, Dst: dstAbs, Len: n, SameDevice: sameDevice, BlockSize: max(src.lbs, dst.lbs)}
+	if sess != nil {
+		lim := sess.Limits()
+		in.BlockSize, in.OffloadMax = lim.Align, lim.Request
+	}
+	p, err := plan.New(in)
 	if err != nil {
 		return sum, err
 	}
 	st := p.Stats()
 	sum.Backward = p.Backward()
 	sum.PlannedOffloadBytes, sum.PlannedOnloadBytes = st.OffloadBytes, st.OnloadBytes
-	if offMax > 0 && st.OnloadBytes > 0 {
+	if sess != nil && st.OnloadBytes > 0 {
 		if r := p.Reason(); r != "" {
 			sum.FallbackReason = r
 		}
@@ -225,8 +240,11 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		return sum, nil
 	}
 
-	r := &runner{req: req, sum: sum, src: src, dst: dst, offloadOK: offMax > 0, backward: p.Backward()}
-	if req.Verify && sameDevice && abs(srcAbs-dstAbs) < n {
+	r := &runner{req: req, sum: sum, src: src, dst: dst, backward: p.Backward()}
+	if sess != nil {
+		r.sess, r.lim, r.offloadOK = sess, sess.Limits(), true
+	}
+	if req.Verify && overlap {
 		if r.srcSums, err = sumRange(ctx, src.path, req.SrcOff, n); err != nil {
 			return sum, err
 		}
@@ -237,6 +255,9 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	began := time.Now()
 	runErr := r.run(ctx, p, srcAbs-req.SrcOff, dstAbs-req.DstOff)
 	sum.Duration = time.Since(began)
+	if sess != nil {
+		sum.OffloadRequests = sess.Requests()
+	}
 	if sum.Duration > 0 {
 		sum.BytesPerSecond = int64(float64(sum.OffloadedBytes+sum.OnloadedBytes) / sum.Duration.Seconds())
 	}
@@ -294,56 +315,56 @@ func bufSize(user int64, src, dst *endpoint) int64 {
 	return onload.DefaultBufSize(maxKB, opt)
 }
 
-// offloadDecision returns the largest offload chunk for this pair (0 = no
-// offload) and, when 0, why not, in words for the summary.
-func offloadDecision(mode Mode, src, dst *endpoint) (int64, string) {
-	switch {
-	case mode == OnloadOnly:
-		return 0, "offload not requested (--mode onload)"
-	case src.block != dst.block:
-		return 0, fmt.Sprintf("source is a %s and destination a %s; copy_file_range needs two of the same kind", src.kind(), dst.kind())
-	case !src.block:
-		// Between files the kernel's copy_file_range always works or
-		// says why not; cap a call so progress and interrupts stay live.
-		return fileOffloadMax, ""
-	case src.dev == nil || dst.dev == nil:
-		return 0, "copy limits unknown (no sysfs entry for the device)"
-	case !src.dev.Copy.CanOffload():
-		return 0, strings.TrimPrefix(src.dev.Copy.Verdict(), "no offload: ")
-	case !dst.dev.Copy.CanOffload():
-		return 0, strings.TrimPrefix(dst.dev.Copy.Verdict(), "no offload: ")
-	case src.disk != dst.disk:
-		// The posted kernel series sends a cross-namespace NVMe copy to
-		// the source namespace; only same-disk copies are safe to offload.
-		return 0, fmt.Sprintf("source and destination are on different disks (%s, %s); offload is only used within one disk", src.dev.Disk, dst.dev.Disk)
-	}
-	return src.dev.Copy.MaxBytes, ""
+// onloadCopy is a test seam: tests swap it to inject a copy that silently
+// corrupts, which real devices do not do on demand.
+var onloadCopy = onload.Copy
+
+// offloadPaths are the ways to offload, in the order they are tried: the
+// kernel's copy offload first (it keeps the block layer in charge), then
+// the storage's own commands. A test seam: tests put fakes here.
+var offloadPaths = []copypath.Path{offload.Path{}}
+
+// namedSession is an open offload path.
+type namedSession struct {
+	copypath.Session
+	name string
 }
 
-// Test seams: tests swap these to inject what real devices cannot produce on
-// demand (an offload that reports success without copying, as the posted
-// kernel series was seen to; a copy that silently corrupts).
-var (
-	offloadCopy = offload.Copy
-	onloadCopy  = onload.Copy
-)
-
-// fileOffloadMax bounds one copy_file_range request between regular files
-// (a variable only so tests can make interrupts land between chunks).
-var fileOffloadMax int64 = 1 << 30
-
-// fileCanaryBytes is how much of the first copy_file_range chunk between
-// regular files is read back.
-const fileCanaryBytes = 1 << 20
+// openPath opens the first offload path that serves the pair. With none,
+// it returns why not, in words: one path's reason alone, or each path's
+// reason after its name. Only real failures are errors.
+func openPath(mode Mode, pair copypath.Pair) (*namedSession, string, error) {
+	if mode == OnloadOnly {
+		return nil, "offload not requested (--mode onload)", nil
+	}
+	var reasons []string
+	for _, p := range offloadPaths {
+		s, err := p.Open(pair)
+		if err == nil {
+			return &namedSession{Session: s, name: p.Name()}, "", nil
+		}
+		if !copypath.IsUnavailable(err) {
+			return nil, "", fmt.Errorf("%s offload: %w", p.Name(), err)
+		}
+		reasons = append(reasons, p.Name()+": "+err.Error())
+	}
+	if len(reasons) == 1 {
+		_, why, _ := strings.Cut(reasons[0], ": ")
+		return nil, why, nil
+	}
+	return nil, strings.Join(reasons, "; "), nil
+}
 
 type runner struct {
 	req       Request
 	sum       *Summary
 	src, dst  *endpoint
-	offloadOK bool
+	sess      *namedSession // nil: no offload path serves this pair
+	lim       copypath.Limits
+	offloadOK bool // sess is set and has not been disabled
 	canaryRun bool
 	backward  bool
-	done      int64      // bytes of completed chunks (head, or tail when backward)
+	done      int64      // bytes of the finished prefix (or suffix when backward)
 	srcSums   *rangeSums // overlapping --verify: the source before the copy
 }
 
@@ -356,84 +377,199 @@ func abs(x int64) int64 {
 
 // run executes the plan. srcShift/dstShift turn the plan's whole-disk
 // offsets back into offsets on the opened files.
+//
+// Offload chunks go through a window of requests in flight (the path's
+// InFlight, or one when the ranges overlap, so that no request reads what
+// another writes); onload chunks run one at a time once the window is
+// empty, since the onload engine already overlaps its own reads and
+// writes. The first offload request is one canary's worth and runs alone:
+// it is read back before anything else is trusted to the path.
 func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64) error {
+	w := newWindow(r, 1)
+	if r.offloadOK && !p.Overlapping() {
+		w = newWindow(r, r.lim.InFlight)
+	}
 	for c := range p.All() {
 		if err := ctx.Err(); err != nil {
-			return err
+			return errors.Join(w.drain(ctx), err)
 		}
 		c.Src -= srcShift
 		c.Dst -= dstShift
 		r.sum.Chunks++
-		var err error
-		if c.Method == plan.Offload && r.offloadOK {
-			err = r.offloadChunk(ctx, c)
-		} else {
-			err = r.onloadChunk(ctx, c.Src, c.Dst, c.Len)
+		if c.Method == plan.Offload && r.offloadOK && !r.canaryRun {
+			r.canaryRun = true
+			head := c
+			if r.lim.Canary > 0 {
+				head.Len = min(c.Len, r.lim.Canary)
+			}
+			w.submit(ctx, head)
+			if err := w.drain(ctx); err != nil {
+				return err
+			}
+			if r.lim.Canary > 0 && r.offloadOK {
+				if err := r.canary(ctx, head); err != nil {
+					return err
+				}
+			}
+			c.Src, c.Dst, c.Len = c.Src+head.Len, c.Dst+head.Len, c.Len-head.Len
+			if c.Len == 0 {
+				continue
+			}
 		}
+		if c.Method == plan.Offload && r.offloadOK {
+			w.submit(ctx, c)
+			if w.stopped() {
+				return w.drain(ctx)
+			}
+			continue
+		}
+		if err := w.drain(ctx); err != nil {
+			return err
+		}
+		n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len)
 		if err != nil {
+			if errors.Is(err, context.Canceled) && !r.backward {
+				r.done += n // a forward copy's written prefix is a valid resume point
+			}
 			return err
 		}
 		r.done += c.Len
 	}
+	return w.drain(ctx)
+}
+
+// request is one Copy call of the offload path.
+type request struct {
+	c        plan.Chunk
+	n        int64 // bytes done, a prefix of c
+	err      error
+	finished bool
+}
+
+// window keeps up to max offload requests in flight and accounts for them
+// in plan order: r.done only ever covers a finished prefix, so an
+// interrupt's resume point is right even when later requests finished
+// first.
+type window struct {
+	r        *runner
+	max      int
+	queue    []*request // submitted, not yet accounted, in plan order
+	results  chan *request
+	inflight int
+	err      error // the first failure in plan order
+	// failed: a request met a real error; nothing more is submitted even
+	// while earlier requests, still in flight, keep w.err unset.
+	failed bool
+}
+
+func newWindow(r *runner, n int) *window {
+	n = max(n, 1)
+	return &window{r: r, max: n, results: make(chan *request, n)}
+}
+
+// submit starts a request once a slot is free. A failure is kept in w.err.
+func (w *window) submit(ctx context.Context, c plan.Chunk) {
+	for w.inflight >= w.max && !w.stopped() {
+		w.collect(ctx)
+	}
+	if w.stopped() {
+		return
+	}
+	q := &request{c: c}
+	w.queue = append(w.queue, q)
+	w.inflight++
+	go func() {
+		q.n, q.err = w.r.sess.Copy(ctx, c.Dst, c.Src, c.Len, w.r.req.Progress)
+		w.results <- q
+	}()
+}
+
+func (w *window) stopped() bool { return w.err != nil || w.failed }
+
+// drain waits for every request in flight and returns the first failure.
+func (w *window) drain(ctx context.Context) error {
+	for w.inflight > 0 {
+		w.collect(ctx)
+	}
+	return w.err
+}
+
+func (w *window) collect(ctx context.Context) {
+	q := <-w.results
+	w.inflight--
+	q.finished = true
+	w.r.sum.OffloadedBytes += q.n
+	if q.err != nil && !copypath.IsUnavailable(q.err) && !(onloadRetryable(q.err) && w.r.req.Mode == Auto) {
+		w.failed = true
+	}
+	// Accounting runs in plan order: a fallback through the host happens
+	// for the oldest failed request first, while later ones may still be
+	// in flight on other, disjoint ranges.
+	for w.err == nil && len(w.queue) > 0 && w.queue[0].finished {
+		q := w.queue[0]
+		w.queue = w.queue[1:]
+		if err := w.r.finish(ctx, q); err != nil {
+			w.err = err
+		}
+	}
+}
+
+// finish settles one request in plan order: success counts it done, an
+// unavailable path or a retryable failure has the rest of its chunk
+// copied through the host, anything else stops the copy.
+func (r *runner) finish(ctx context.Context, q *request) error {
+	err := q.err
+	if err != nil && !errors.Is(err, context.Canceled) {
+		err = r.offloadFailed(ctx, q, err)
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) && !r.backward {
+			r.done += q.n
+		}
+		return err
+	}
+	r.done += q.c.Len
 	return nil
 }
 
-// onloadChunk copies one chunk through the host. It does not sync: Run
-// syncs once at the end (or on a stop), not once per chunk, which would
-// cost a cache flush per chunk on overlapping copies.
-func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n int64) error {
-	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress, NoSync: true})
-	r.sum.OnloadedBytes += w
-	if err != nil && errors.Is(err, context.Canceled) && !r.backward {
-		// A forward copy's written prefix is a valid resume point.
-		r.done += w
-	}
-	return err
-}
-
-func (r *runner) offloadChunk(ctx context.Context, c plan.Chunk) error {
-	n, err := offloadCopy(ctx, r.dst.file, r.src.file, c.Dst, c.Src, c.Len, r.req.Progress)
-	r.sum.OffloadedBytes += n
+// offloadFailed decides what a failed request means: fall back for the
+// rest of its chunk (and the rest of the run), or stop.
+func (r *runner) offloadFailed(ctx context.Context, q *request, err error) error {
 	switch {
-	case err == nil:
-		if !r.canaryRun {
-			r.canaryRun = true
-			return r.canary(ctx, c)
-		}
-		return nil
-	case errors.Is(err, context.Canceled):
-		if !r.backward {
-			r.done += n
-		}
-		return err
-	case offload.Unavailable(err):
+	case copypath.IsUnavailable(err):
 		if r.req.Mode == OffloadOnly {
 			return fmt.Errorf("%w: %w", ErrOffloadUnavailable, err)
 		}
-		r.disableOffload(fmt.Sprintf("copy_file_range failed (%v); copying through the host instead", err))
-		return r.onloadChunk(ctx, c.Src+n, c.Dst+n, c.Len-n)
+		r.disableOffload(fmt.Sprintf("%s failed (%v); copying through the host instead", r.sess.name, err))
 	case onloadRetryable(err) && r.req.Mode == Auto:
 		r.disableOffload(fmt.Sprintf("offloaded copy failed (%v); retrying through the host", err))
-		return r.onloadChunk(ctx, c.Src+n, c.Dst+n, c.Len-n)
 	default:
 		return err
 	}
+	c := q.c
+	n, err := r.onloadChunk(ctx, c.Src+q.n, c.Dst+q.n, c.Len-q.n)
+	q.n += n
+	return err
 }
 
-// canary reads back the first offloaded chunk: a kernel with the posted
+// onloadChunk copies through the host and returns the bytes written, a
+// prefix of the range. It does not sync: Run syncs once at the end (or on
+// a stop), not once per chunk, which would cost a cache flush per chunk on
+// overlapping copies.
+func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n int64) (int64, error) {
+	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress, NoSync: true})
+	r.sum.OnloadedBytes += w
+	return w, err
+}
+
+// canary reads back the first offloaded request: a kernel with the posted
 // series was seen to report full success while the device rejected every
-// Copy command, so a successful return is not proof the data moved. On
-// block devices the whole chunk is compared (at most copy_max_bytes).
-// Between regular files copy_file_range is the kernel's mature path (cp
-// uses it unchecked) and a chunk is up to fileOffloadMax, so only its head
-// is compared: enough to catch a copy that did nothing, without reading
-// back a reflinked gigabyte.
+// Copy command, so a successful return is not proof the data moved. The
+// request is one path unit (one device command) on block devices and the
+// first MiB between regular files: enough to catch a copy that did
+// nothing, cheap to read back.
 func (r *runner) canary(ctx context.Context, c plan.Chunk) error {
-	n := c.Len
-	if !r.src.block {
-		n = min(n, fileCanaryBytes)
-	}
-	diff, err := verify.Compare(ctx, r.src.onload(), r.dst.onload(), c.Src, c.Dst, n, r.sum.BufSize)
+	diff, err := verify.Compare(ctx, r.src.onload(), r.dst.onload(), c.Src, c.Dst, c.Len, r.sum.BufSize)
 	if err != nil {
 		return fmt.Errorf("offload check: %w", err)
 	}
@@ -441,14 +577,13 @@ func (r *runner) canary(ctx context.Context, c plan.Chunk) error {
 		return nil
 	}
 	r.sum.OffloadedBytes -= c.Len
-	r.disableOffload(fmt.Sprintf("copy_file_range reported success but %s at offset %d does not match the source; offload is not trustworthy here", r.dst.path, c.Dst+diff))
-	if err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len); err != nil {
+	r.disableOffload(fmt.Sprintf("%s reported success but %s at offset %d does not match the source; offload is not trustworthy here", r.sess.name, r.dst.path, c.Dst+diff))
+	if _, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len); err != nil {
 		return err
 	}
 	if r.req.Mode == OffloadOnly {
-		// The chunk was redone through the host so the bytes reported
+		// The chunk was redone through the host, so the bytes reported
 		// done are right; the rest is refused as --mode offload asks.
-		r.done += c.Len
 		return fmt.Errorf("%w: %s", ErrOffloadUnavailable, r.sum.OffloadDisabledReason)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/blkcopy/blkcopy/internal/copypath"
 	"github.com/blkcopy/blkcopy/internal/offload"
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/onload/onloadtest"
@@ -48,6 +49,12 @@ func checkDest(t *testing.T, dst string, off int64, want []byte) {
 	}
 }
 
+// withOffloadCopy makes the copy_file_range path call fn instead of the
+// system call loop.
+func withOffloadCopy(t *testing.T, fn func(ctx context.Context, dst, src *os.File, dstOff, srcOff, n int64, progress func(int64)) (int64, error)) {
+	swap(t, &offloadPaths, []copypath.Path{offload.Path{CopyFunc: fn}})
+}
+
 // swap replaces a test seam for the duration of the test.
 func swap[T any](t *testing.T, p *T, v T) {
 	old := *p
@@ -71,7 +78,7 @@ func TestFilesCopyThroughCopyFileRange(t *testing.T) {
 // copy_file_range while nothing was copied; the canary must catch it.
 func TestCanaryCatchesOffloadThatReportsSuccessWithoutCopying(t *testing.T) {
 	var calls int
-	swap(t, &offloadCopy, func(ctx context.Context, dst, src *os.File, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
+	withOffloadCopy(t, func(ctx context.Context, dst, src *os.File, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
 		calls++
 		return n, nil
 	})
@@ -122,8 +129,8 @@ func TestOffloadFailuresFallBackOrStop(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src, dst, data := fixture(t, 1<<20, 1<<20)
-			real := offloadCopy
-			swap(t, &offloadCopy, func(ctx context.Context, d, s *os.File, dOff, sOff, n int64, p func(int64)) (int64, error) {
+			real := offload.Copy
+			withOffloadCopy(t, func(ctx context.Context, d, s *os.File, dOff, sOff, n int64, p func(int64)) (int64, error) {
 				// Copy half for real, then fail: the rest must resume at
 				// the exact byte reached.
 				half := n / 2
@@ -187,7 +194,7 @@ func TestInterruptedCopyResumesToTheSameResult(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const n = 4 << 20
-			swap(t, &fileOffloadMax, 256<<10)
+			swap(t, &offloadPaths, []copypath.Path{offload.Path{FileRequest: 256 << 10}})
 			src, dst, data := fixture(t, 6<<20, 6<<20)
 			if tt.same {
 				dst = src

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blkcopy/blkcopy/internal/copypath"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 )
 
@@ -17,16 +18,30 @@ func blockAt(t *testing.T, tree, dev string) *endpoint {
 	return &endpoint{path: dev, block: true, dev: d, disk: "blk:" + d.Disk, start: d.Start, lbs: d.LogicalBlockSize}
 }
 
+// unit opens the offload paths for a pair and returns the unit of the one
+// that serves (0 for none) and the reason when none does.
+func unit(t *testing.T, mode Mode, src, dst *endpoint) (int64, string) {
+	t.Helper()
+	s, why, err := openPath(mode, copypath.Pair{Src: src.ep(), Dst: dst.ep()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s == nil {
+		return 0, why
+	}
+	return s.Limits().Unit, why
+}
+
 func TestOffloadIsOnlyRequestedWhereTheKernelAndDiskCanDoIt(t *testing.T) {
 	file := &endpoint{path: "a.img", lbs: 1, disk: "ino:1:2"}
 	tests := []struct {
 		name     string
 		mode     Mode
 		src, dst *endpoint
-		wantMax  int64
+		wantUnit int64
 		wantWhy  string
 	}{
-		{"same disk with copy limits offloads up to copy_max_bytes", Auto,
+		{"same disk with copy limits offloads in units of copy_max_bytes", Auto,
 			blockAt(t, "copy-offload", "/dev/nvme0n1"), blockAt(t, "copy-offload", "/dev/nvme0n1"), 8 << 20, ""},
 		{"two partitions of one disk offload", Auto,
 			blockAt(t, "copy-offload", "/dev/nvme0n1p1"), blockAt(t, "copy-offload", "/dev/nvme0n1p2"), 8 << 20, ""},
@@ -44,13 +59,13 @@ func TestOffloadIsOnlyRequestedWhereTheKernelAndDiskCanDoIt(t *testing.T) {
 			blockAt(t, "copy-offload", "/dev/nvme0n1"), blockAt(t, "copy-offload", "/dev/nvme0n1"), 0, "--mode onload"},
 		{"file and block device cannot use copy_file_range", Auto,
 			file, blockAt(t, "copy-offload", "/dev/nvme0n1"), 0, "needs two of the same kind"},
-		{"two files use copy_file_range", Auto, file, file, fileOffloadMax, ""},
+		{"two files use copy_file_range", Auto, file, file, 1 << 30, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, why := offloadDecision(tt.mode, tt.src, tt.dst)
-			if got != tt.wantMax {
-				t.Errorf("offload max = %d, want %d (reason %q)", got, tt.wantMax, why)
+			got, why := unit(t, tt.mode, tt.src, tt.dst)
+			if got != tt.wantUnit {
+				t.Errorf("offload unit = %d, want %d (reason %q)", got, tt.wantUnit, why)
 			}
 			if tt.wantWhy == "" && why != "" || !strings.Contains(why, tt.wantWhy) {
 				t.Errorf("reason = %q, want it to contain %q", why, tt.wantWhy)
@@ -68,8 +83,8 @@ func TestDifferentDisksWithCopyLimitsAreNotOffloaded(t *testing.T) {
 	// The same limits on another disk: a second namespace of the same
 	// controller looks exactly like this.
 	b.disk, b.dev = "blk:nvme9n1", &sysfs.Device{Disk: "nvme9n1", Copy: a.dev.Copy}
-	got, why := offloadDecision(Auto, a, b)
+	got, why := unit(t, Auto, a, b)
 	if got != 0 || !strings.Contains(why, "different disks") {
-		t.Errorf("offload max %d reason %q; want no offload across disks", got, why)
+		t.Errorf("offload unit %d reason %q; want no offload across disks", got, why)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blkcopy/blkcopy/internal/copypath"
 	"github.com/blkcopy/blkcopy/internal/ioctl"
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
@@ -36,18 +37,16 @@ func (e *endpoint) onload() onload.Endpoint {
 	return onload.Endpoint{File: e.file, Direct: e.direct, Align: e.lbs}
 }
 
+// ep is the endpoint as an offload path sees it.
+func (e *endpoint) ep() copypath.Endpoint {
+	return copypath.Endpoint{Path: e.path, File: e.file, Block: e.block, Dev: e.dev, Size: e.size, LBS: e.lbs, Disk: e.disk, Start: e.start}
+}
+
 func (e *endpoint) close() error {
 	if e == nil || e.file == nil {
 		return nil
 	}
 	return e.file.Close()
-}
-
-func (e *endpoint) kind() string {
-	if e.block {
-		return "block device"
-	}
-	return "regular file"
 }
 
 // openSource opens the source read-only. The source may be in use (mounted,

@@ -1,0 +1,130 @@
+// Package copypath is the shape every offload path has: a way to make the
+// storage copy a range itself (copy_file_range on a kernel with copy
+// offload, NVMe Copy by passthrough, SCSI EXTENDED COPY, ...). The copier
+// holds an ordered list of paths, opens the first one that serves a pair of
+// endpoints, and drives it chunk by chunk, keeping the behaviour contract
+// (the canary, memmove order, exact fallback, interrupt and resume) in one
+// place. A new path is a new package that implements Path, plus one entry
+// in that list.
+package copypath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/blkcopy/blkcopy/internal/sysfs"
+)
+
+// Endpoint is one opened side of a copy as a path sees it.
+type Endpoint struct {
+	Path  string
+	File  *os.File
+	Block bool          // block device, else regular file
+	Dev   *sysfs.Device // block devices only; nil when sysfs could not tell
+	Size  int64         // bytes
+	LBS   int64         // logical block size; 1 for regular files
+	// Disk names what is really shared (the whole disk, or the inode) and
+	// Start is where this endpoint begins on it, in bytes (a partition's
+	// start, 0 otherwise).
+	Disk  string
+	Start int64
+}
+
+// Pair is what a path is asked to serve.
+type Pair struct {
+	Src, Dst Endpoint
+	// Overlap: source and destination ranges share bytes of one disk. The
+	// copier then runs one request at a time, each no longer than the
+	// distance, in memmove order.
+	Overlap bool
+}
+
+// SameDisk reports whether both ends sit on the same disk (or file).
+func (p Pair) SameDisk() bool { return p.Src.Disk == p.Dst.Disk }
+
+// Path is one way to offload.
+type Path interface {
+	// Name is the path's name in JSON (offload_path) and --offload-path.
+	Name() string
+	// Open prepares the path for a pair. An error wrapping ErrUnavailable
+	// means the path cannot serve it; its text is the reason, in words a
+	// user reads in `fallback_reason` and `blkcopy limits`. Any other error
+	// is a real failure.
+	Open(p Pair) (Session, error)
+}
+
+// Session copies for one pair. Copy may be called from several goroutines
+// at once (up to Limits().InFlight), on disjoint ranges.
+type Session interface {
+	Limits() Limits
+	// Copy copies n bytes from srcOff to dstOff (offsets in the opened
+	// files, as the user gave them, not whole-disk offsets). Offsets and n
+	// are multiples of Limits().Align and n <= Limits().Request. It returns
+	// the bytes copied, always a prefix of the range, so the copier can
+	// fall back at the exact byte. An error for which Unavailable is true
+	// means the path stopped serving (fall back); any other is real.
+	// progress, when not nil, is told of bytes as they complete.
+	Copy(ctx context.Context, dstOff, srcOff, n int64, progress func(int64)) (int64, error)
+	// Requests is the number of system calls or device commands issued so
+	// far (JSON offload_requests).
+	Requests() int64
+	// Close releases what Open took.
+	Close() error
+}
+
+// Limits shape the chunks the copier hands a session.
+type Limits struct {
+	// Unit is the most bytes one device request carries (copy_max_bytes;
+	// MSSRL blocks; ...); the copier keeps chunk boundaries on multiples
+	// of it so that every request the kernel or device sees is whole.
+	Unit int64
+	// Align: offsets and lengths are multiples of it (the logical block
+	// size; 1 between regular files).
+	Align int64
+	// Request is the most bytes handed to one Copy call: many units, so
+	// that one call keeps the device busy, yet small enough that a call
+	// takes well under a second and interrupts stay live.
+	Request int64
+	// InFlight is how many Copy calls may run at once when ranges do not
+	// overlap.
+	InFlight int
+	// Canary: the first chunk copied must be read back and compared,
+	// because this path has been seen to report success without copying
+	// (bytes, 0 = no canary needed).
+	Canary int64
+}
+
+// ErrUnavailable marks "this path cannot serve here": fall back, not fail.
+var ErrUnavailable = errors.New("offload path unavailable")
+
+// Unavailablef returns an error wrapping ErrUnavailable whose text is only
+// the formatted reason.
+func Unavailablef(format string, args ...any) error {
+	return &unavailable{msg: fmt.Sprintf(format, args...)}
+}
+
+// Unavailable wraps err (keeping it for errors.Is/As) as "path unavailable".
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &unavailable{msg: err.Error(), err: err}
+}
+
+type unavailable struct {
+	msg string
+	err error
+}
+
+func (u *unavailable) Error() string { return u.msg }
+func (u *unavailable) Unwrap() []error {
+	if u.err == nil {
+		return []error{ErrUnavailable}
+	}
+	return []error{ErrUnavailable, u.err}
+}
+
+// IsUnavailable reports whether err says the path cannot serve (fall back).
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
