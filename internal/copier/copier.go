@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/blkcopy/blkcopy/internal/copypath"
+	"github.com/blkcopy/blkcopy/internal/nvme"
 	"github.com/blkcopy/blkcopy/internal/offload"
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/plan"
@@ -61,10 +62,13 @@ type Request struct {
 	Len            int64
 	LenSet         bool // Len was given; otherwise "to the end of the source, bounded by the destination"
 	Mode           Mode
-	BufSize        int64 // onload I/O size; 0 = from the device
-	Verify         bool
-	NoSync         bool
-	DryRun         bool
+	// OffloadPath limits offload to the path of that name
+	// ("copy_file_range", "nvme"); "" tries each in order.
+	OffloadPath string
+	BufSize     int64 // onload I/O size; 0 = from the device
+	Verify      bool
+	NoSync      bool
+	DryRun      bool
 
 	Sys sysfs.Sys
 	// Start is called once the length is known, before the first write;
@@ -202,7 +206,7 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 
 	overlap := sameDevice && abs(srcAbs-dstAbs) < n
-	sess, reason, err := openPath(req.Mode, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
+	sess, reason, err := openPath(req.Mode, req.OffloadPath, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
 	if err != nil {
 		return sum, err
 	}
@@ -243,6 +247,7 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	r := &runner{req: req, sum: sum, src: src, dst: dst, backward: p.Backward()}
 	if sess != nil {
 		r.sess, r.lim, r.offloadOK = sess, sess.Limits(), true
+		r.reqSize = r.lim.Unit
 	}
 	if req.Verify && overlap {
 		if r.srcSums, err = sumRange(ctx, src.path, req.SrcOff, n); err != nil {
@@ -322,7 +327,16 @@ var onloadCopy = onload.Copy
 // offloadPaths are the ways to offload, in the order they are tried: the
 // kernel's copy offload first (it keeps the block layer in charge), then
 // the storage's own commands. A test seam: tests put fakes here.
-var offloadPaths = []copypath.Path{offload.Path{}}
+var offloadPaths = []copypath.Path{offload.Path{}, nvme.Path{}}
+
+// PathNames are the offload paths' names, in the order they are tried.
+func PathNames() []string {
+	var names []string
+	for _, p := range offloadPaths {
+		names = append(names, p.Name())
+	}
+	return names
+}
 
 // namedSession is an open offload path.
 type namedSession struct {
@@ -330,15 +344,18 @@ type namedSession struct {
 	name string
 }
 
-// openPath opens the first offload path that serves the pair. With none,
-// it returns why not, in words: one path's reason alone, or each path's
+// openPath opens the first offload path that serves the pair (only the one
+// named only, when set). With none, it returns why not, in words: one path's reason alone, or each path's
 // reason after its name. Only real failures are errors.
-func openPath(mode Mode, pair copypath.Pair) (*namedSession, string, error) {
+func openPath(mode Mode, only string, pair copypath.Pair) (*namedSession, string, error) {
 	if mode == OnloadOnly {
 		return nil, "offload not requested (--mode onload)", nil
 	}
 	var reasons []string
 	for _, p := range offloadPaths {
+		if only != "" && p.Name() != only {
+			continue
+		}
 		s, err := p.Open(pair)
 		if err == nil {
 			return &namedSession{Session: s, name: p.Name()}, "", nil
@@ -363,6 +380,7 @@ type runner struct {
 	lim       copypath.Limits
 	offloadOK bool // sess is set and has not been disabled
 	canaryRun bool
+	reqSize   int64 // bytes in the next offload request, see adapt
 	backward  bool
 	done      int64      // bytes of the finished prefix (or suffix when backward)
 	srcSums   *rangeSums // overlapping --verify: the source before the copy
@@ -396,33 +414,48 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 		c.Src -= srcShift
 		c.Dst -= dstShift
 		r.sum.Chunks++
-		if c.Method == plan.Offload && r.offloadOK && !r.canaryRun {
-			r.canaryRun = true
-			head := c
-			if r.lim.Canary > 0 {
-				head.Len = min(c.Len, r.lim.Canary)
+		for c.Method == plan.Offload && r.offloadOK && c.Len > 0 {
+			if err := ctx.Err(); err != nil {
+				return errors.Join(w.drain(ctx), err)
 			}
-			w.submit(ctx, head)
-			if err := w.drain(ctx); err != nil {
-				return err
-			}
-			if r.lim.Canary > 0 && r.offloadOK {
-				if err := r.canary(ctx, head); err != nil {
-					return err
+			q := c
+			q.Len = min(c.Len, r.reqSize)
+			canary := !r.canaryRun
+			if canary {
+				r.canaryRun = true
+				if r.lim.Canary > 0 {
+					q.Len = min(c.Len, r.lim.Canary)
 				}
 			}
-			c.Src, c.Dst, c.Len = c.Src+head.Len, c.Dst+head.Len, c.Len-head.Len
-			if c.Len == 0 {
-				continue
+			if r.backward {
+				// The finished part must stay a suffix of the range for
+				// the resume point: take requests from the chunk's end.
+				q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
 			}
-		}
-		if c.Method == plan.Offload && r.offloadOK {
-			w.submit(ctx, c)
+			w.submit(ctx, q)
+			if canary {
+				if err := w.drain(ctx); err != nil {
+					return err
+				}
+				if r.lim.Canary > 0 && r.offloadOK {
+					if err := r.canary(ctx, q); err != nil {
+						return err
+					}
+				}
+			}
 			if w.stopped() {
 				return w.drain(ctx)
 			}
+			c.Len -= q.Len
+			if !r.backward {
+				c.Src, c.Dst = c.Src+q.Len, c.Dst+q.Len
+			}
+		}
+		if c.Len == 0 {
 			continue
 		}
+		// An onload chunk, or the rest of an offload chunk after offload
+		// was disabled.
 		if err := w.drain(ctx); err != nil {
 			return err
 		}
@@ -438,11 +471,32 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 	return w.drain(ctx)
 }
 
+// requestTarget is how long one offload request should take: long enough
+// to carry many device commands (the kernel submits a call's pieces at
+// once; the NVMe path keeps several commands queued), short enough that
+// progress moves and an interrupt stops the copy within about a second
+// even on a slow device, with a window of requests in flight.
+const requestTarget = 250 * time.Millisecond
+
+// adapt sizes the next requests from how fast the last one ran: n bytes in
+// d. Requests start at one unit (after the canary) and grow at most
+// fourfold per finished request, up to the path's Request size, in whole
+// units.
+func (r *runner) adapt(n int64, d time.Duration) {
+	want := r.lim.Request
+	if d > 0 {
+		want = int64(float64(n) / d.Seconds() * requestTarget.Seconds())
+	}
+	want = min(want, r.reqSize*4, r.lim.Request)
+	r.reqSize = max(want/r.lim.Unit*r.lim.Unit, r.lim.Unit)
+}
+
 // request is one Copy call of the offload path.
 type request struct {
 	c        plan.Chunk
 	n        int64 // bytes done, a prefix of c
 	err      error
+	took     time.Duration
 	finished bool
 }
 
@@ -479,7 +533,9 @@ func (w *window) submit(ctx context.Context, c plan.Chunk) {
 	w.queue = append(w.queue, q)
 	w.inflight++
 	go func() {
+		began := time.Now()
 		q.n, q.err = w.r.sess.Copy(ctx, c.Dst, c.Src, c.Len, w.r.req.Progress)
+		q.took = time.Since(began)
 		w.results <- q
 	}()
 }
@@ -501,6 +557,9 @@ func (w *window) collect(ctx context.Context) {
 	w.r.sum.OffloadedBytes += q.n
 	if q.err != nil && !copypath.IsUnavailable(q.err) && !(onloadRetryable(q.err) && w.r.req.Mode == Auto) {
 		w.failed = true
+	}
+	if q.err == nil {
+		w.r.adapt(q.n, q.took)
 	}
 	// Accounting runs in plan order: a fallback through the host happens
 	// for the oldest failed request first, while later ones may still be

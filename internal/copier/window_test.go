@@ -218,3 +218,48 @@ func TestInterruptInTheWindowResumesFromTheFinishedPrefix(t *testing.T) {
 	}
 	checkDest(t, dst, 0, data)
 }
+
+// A backward (overlapping) copy split into requests smaller than its
+// chunks: an interrupt's done bytes must be a suffix of the range, or the
+// resume would skip bytes that were never copied.
+func TestInterruptedBackwardCopyResumesFromTheFinishedSuffix(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &fakePath{lim: windowLimits, hook: func(call, dstOff, n int64) (int64, error) {
+		// Slow requests stay smaller than the 256 KiB chunks (see adapt):
+		// 64 KiB per 100 ms asks for 160 KiB, two units.
+		time.Sleep(100 * time.Millisecond)
+		if call == 4 {
+			cancel()
+		}
+		return 0, nil
+	}}
+	withFakePath(t, p)
+	src, _, data := fixture(t, 4<<20, 0)
+	const srcOff, dstOff, n = 0, 300 << 10, 3 << 20
+	want := bytes.Clone(data)
+	copy(want[dstOff:], data[srcOff:srcOff+n])
+	req := Request{Src: src, Dst: src, SrcOff: srcOff, DstOff: dstOff, Len: n, LenSet: true}
+	sum, err := Run(ctx, req)
+	var ie *InterruptedError
+	if !errors.As(err, &ie) {
+		t.Fatalf("err = %v, want InterruptedError", err)
+	}
+	if !sum.Backward || ie.Done <= 0 || ie.Done >= n || ie.SrcOff != srcOff || ie.DstOff != dstOff {
+		t.Fatalf("backward %v, done %d, resume at %d/%d; want a partial backward copy resumed from the head", sum.Backward, ie.Done, ie.SrcOff, ie.DstOff)
+	}
+	got, _ := os.ReadFile(src)
+	if !bytes.Equal(got[dstOff+n-ie.Done:dstOff+n], want[dstOff+n-ie.Done:dstOff+n]) {
+		t.Fatalf("the last %d bytes, reported done, are not all copied", ie.Done)
+	}
+	if ie.Done%(256<<10) == 0 {
+		t.Errorf("done = %d, whole chunks: the interrupt did not land between requests of one chunk", ie.Done)
+	}
+	req.Len = ie.Len
+	if _, err := Run(context.Background(), req); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	got, _ = os.ReadFile(src)
+	if !bytes.Equal(got, want) {
+		t.Fatal("after resuming, the overlapping copy is not the memmove result")
+	}
+}
