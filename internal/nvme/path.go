@@ -1,0 +1,450 @@
+// Package nvme copies within an NVMe namespace by the device's own Copy
+// command (NVM command set opcode 19h), sent through the kernel's
+// passthrough ioctl. It works on every kernel, needs CAP_SYS_ADMIN, and
+// serves where the controller sets ONCS bit 8; the copy never crosses host
+// memory. It is an offload path (copypath.Path) named "nvme".
+//
+// Passthrough bypasses the block layer and so the page cache: a Copy reads
+// what is on the device and writes around cached pages. Each request
+// therefore writes back dirty cached pages of its source and destination
+// ranges first and drops cached pages of its destination range after, see
+// session.writeBack and session.drop.
+package nvme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/blkcopy/blkcopy/internal/copypath"
+	"github.com/blkcopy/blkcopy/internal/ioctl"
+)
+
+// Defaults for Path's zero fields.
+const (
+	// DefaultRequest caps one Copy call: a few to a few dozen commands,
+	// which QEMU and real drives finish in well under a second, so
+	// progress and interrupts stay live.
+	DefaultRequest = 64 << 20
+	// DefaultInFlight is how many Copy calls the copier may run at once.
+	DefaultInFlight = 4
+	// DefaultDepth is how many commands one Copy call keeps in flight:
+	// with several calls at once, up to InFlight x Depth commands queue
+	// on the device; when the ranges overlap the copier runs one call at
+	// a time and Depth alone keeps the device busy.
+	DefaultDepth = 4
+)
+
+// Path is NVMe Copy by passthrough as an offload path. The zero value uses
+// the defaults above.
+type Path struct {
+	Request  int64 // most bytes in one Copy call (0: DefaultRequest)
+	InFlight int   // Copy calls at once (0: DefaultInFlight)
+	Depth    int   // commands in flight within one Copy call (0: DefaultDepth)
+}
+
+// Name is the path's name in JSON (offload_path) and --offload-path.
+func (Path) Name() string { return "nvme" }
+
+// namespaceDisk matches the kernel's names of NVMe namespace block devices:
+// nvme<controller>n<namespace>, or nvme<subsystem>n<namespace> for a
+// multipath head. Per-path nodes (nvme0c1n1) are hidden and never opened.
+var namespaceDisk = regexp.MustCompile(`^nvme[0-9]+n[0-9]+$`)
+
+// IsNamespace reports whether disk (a kernel block device name such as
+// "nvme0n1") is an NVMe namespace, whose partitions and itself this path
+// can serve.
+func IsNamespace(disk string) bool { return namespaceDisk.MatchString(disk) }
+
+// Seams for the system calls outside passthru: tests record the cache
+// maintenance and its order around the commands, and stand in for the
+// whole-disk node.
+var (
+	syncRange  = writeBackRange
+	dropRange  = dropCachedRange
+	openDisk   = os.Open
+	deviceSize = ioctl.Size
+)
+
+// Open decides whether NVMe Copy can serve the pair and with which limits.
+// The reasons it gives are what `fallback_reason` and `blkcopy limits`
+// show.
+func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
+	src, dst := pair.Src, pair.Dst
+	if !src.Block || !dst.Block {
+		return nil, copypath.Unavailablef("NVMe Copy works between block devices only")
+	}
+	srcDisk, err := namespaceOf(src)
+	if err != nil {
+		return nil, err
+	}
+	dstDisk, err := namespaceOf(dst)
+	if err != nil {
+		return nil, err
+	}
+	if !pair.SameDisk() || srcDisk != dstDisk {
+		return nil, copypath.Unavailablef("source and destination are different NVMe namespaces (%s, %s); NVMe Copy copies within one namespace", srcDisk, dstDisk)
+	}
+	info, err := Identify(src.File)
+	if err != nil {
+		return nil, err
+	}
+	ns := info.Namespace
+	dstID, err := namespaceID(dst.File)
+	if err != nil {
+		return nil, namespaceIDError(dst.Path, err)
+	}
+	if dstID != ns.ID {
+		return nil, copypath.Unavailablef("source and destination are different NVMe namespaces (IDs %d and %d)", ns.ID, dstID)
+	}
+	format, err := info.CopyFormat()
+	if err != nil {
+		return nil, err
+	}
+	lba := ns.LBASize
+	for _, e := range []copypath.Endpoint{src, dst} {
+		switch {
+		case e.LBS != lba:
+			return nil, copypath.Unavailablef("namespace %d is formatted with %d-byte blocks but the kernel reports %d-byte blocks for %s", ns.ID, lba, e.LBS, e.Path)
+		case e.Start%lba != 0:
+			return nil, copypath.Unavailablef("%s starts at byte %d of namespace %d, not on a %d-byte block boundary", e.Path, e.Start, ns.ID, lba)
+		case uint64(e.Start+e.Size) > ns.Blocks*uint64(lba):
+			return nil, copypath.Unavailablef("%s (%d bytes from byte %d) extends past the end of namespace %d (%d blocks)", e.Path, e.Size, e.Start, ns.ID, ns.Blocks)
+		}
+	}
+
+	s := &session{src: src, dst: dst, nsid: ns.ID, format: format, lba: lba, shape: shapeOf(ns), depth: p.Depth}
+	if s.depth <= 0 {
+		s.depth = DefaultDepth
+	}
+	unit := s.shape.rangeBlocks * lba
+	cmdBytes := s.shape.cmdBlocks * lba
+	req := p.Request
+	if req <= 0 {
+		req = DefaultRequest
+	}
+	// Whole commands where a command is smaller than the cap, else whole
+	// ranges (a command of MCL blocks may be gigabytes).
+	request := max(unit, req/unit*unit)
+	if cmdBytes <= req {
+		request = req / cmdBytes * cmdBytes
+	}
+	inFlight := p.InFlight
+	if inFlight <= 0 {
+		inFlight = DefaultInFlight
+	}
+	// The canary reads back one range: a status of success is the
+	// device's word, but blkcopy has met copy paths that reported success
+	// and moved nothing, and one range is cheap to compare.
+	s.lim = copypath.Limits{Unit: unit, Align: lba, Request: request, InFlight: inFlight, Canary: unit}
+
+	s.views = []cacheView{{f: src.File, start: src.Start, size: src.Size}}
+	if dst.Dev.Name != src.Dev.Name {
+		s.views = append(s.views, cacheView{f: dst.File, start: dst.Start, size: dst.Size})
+	}
+	if src.Dev.Partition && dst.Dev.Partition {
+		// Buffered reads of the whole disk (udev's blkid, fdisk, a cmp
+		// of the disk) cache its pages apart from the partitions' own.
+		if f := openDiskView(srcDisk, ns.ID, int64(ns.Blocks)*lba); f != nil {
+			s.disk = f
+			s.views = append(s.views, cacheView{f: f, start: 0, size: int64(ns.Blocks) * lba})
+		}
+	}
+	return s, nil
+}
+
+// namespaceOf returns the NVMe namespace (whole-disk name) e lives on, or
+// why it has none.
+//
+// The name is checked, not only NVME_IOCTL_ID: device-mapper passes ioctls
+// through to the device underneath (dm_blk_ioctl; for root even when the
+// target maps only part of it), so a dm-linear device over part of a
+// namespace answers NVME_IOCTL_ID, and Copy commands sent through it would
+// land at the namespace's LBAs, not the dm device's.
+func namespaceOf(e copypath.Endpoint) (string, error) {
+	switch {
+	case e.Dev == nil:
+		return "", copypath.Unavailablef("cannot tell whether %s is an NVMe namespace (no sysfs entry)", e.Path)
+	case len(e.Dev.Slaves) > 0 || !IsNamespace(e.Dev.Disk):
+		return "", copypath.Unavailablef("%s is not an NVMe namespace or a partition of one", e.Path)
+	}
+	return e.Dev.Disk, nil
+}
+
+// openDiskView opens the namespace's whole-disk node for cache maintenance
+// and checks that it is the namespace it should be. It gives up quietly:
+// the view only widens the coherency guarantee; it is not needed for the
+// copy.
+func openDiskView(disk string, nsid uint32, size int64) *os.File {
+	f, err := openDisk("/dev/" + disk)
+	if err != nil {
+		return nil
+	}
+	if id, err := namespaceID(f); err != nil || id != nsid {
+		f.Close()
+		return nil
+	}
+	if n, err := deviceSize(f); err != nil || n != size {
+		f.Close()
+		return nil
+	}
+	return f
+}
+
+type session struct {
+	src, dst copypath.Endpoint
+	nsid     uint32
+	format   uint8 // source range descriptor format
+	lba      int64 // bytes per logical block
+	shape    copyShape
+	depth    int
+	lim      copypath.Limits
+	views    []cacheView
+	disk     *os.File // whole-disk node opened for views, or nil
+	requests atomic.Int64
+}
+
+func (s *session) Limits() copypath.Limits { return s.lim }
+
+// Requests is the number of Copy commands sent so far, failed ones too.
+func (s *session) Requests() int64 { return s.requests.Load() }
+
+func (s *session) Close() error {
+	if s.disk == nil {
+		return nil
+	}
+	return s.disk.Close()
+}
+
+// Copy copies n bytes from srcOff to dstOff (offsets in the opened files)
+// with Copy commands on the namespace, up to the session's depth of them in
+// flight. It returns the bytes of the commands that succeeded before the
+// first one that did not, in order: a command that succeeded after an
+// earlier one failed is not counted, and neither is the part a failed
+// command may have copied (the caller redoes it; copying the same bytes
+// twice is harmless, counting bytes that were not copied is not).
+func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
+	if err := s.check(dstOff, srcOff, n); err != nil || n == 0 {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	srcAbs, dstAbs := s.src.Start+srcOff, s.dst.Start+dstOff
+	if err := s.writeBack(srcAbs, dstAbs, n); err != nil {
+		return 0, err
+	}
+	cmds := splitCopy(uint64(srcAbs/s.lba), uint64(dstAbs/s.lba), n/s.lba, s.shape)
+	done, err := s.run(ctx, cmds, dstOff, srcOff, progress)
+	// Drop the destination's cached pages whatever happened: a failed
+	// command may have written part of its range.
+	if derr := s.drop(dstAbs, n); derr != nil {
+		if err != nil && !copypath.IsUnavailable(err) {
+			err = errors.Join(err, derr)
+		} else {
+			err = derr
+		}
+	}
+	return done, err
+}
+
+// check refuses requests outside the contract: misaligned, past either
+// end's range (every command must stay inside the partitions the user
+// named), or with source and destination overlapping within the request,
+// which a Copy command does not order (NVM Command Set 1.2, 3.3.2: the
+// overlapping blocks "may be from any of" the ranges). The copier never
+// sends such requests; these are real errors, not reasons to fall back.
+func (s *session) check(dstOff, srcOff, n int64) error {
+	path := s.src.Path + " -> " + s.dst.Path
+	switch {
+	case n < 0 || srcOff < 0 || dstOff < 0:
+		return fmt.Errorf("NVMe Copy %s at offset %d: negative length or offset (%d bytes to offset %d)", path, srcOff, n, dstOff)
+	case srcOff%s.lba != 0 || dstOff%s.lba != 0 || n%s.lba != 0:
+		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes to offset %d are not whole %d-byte blocks", path, srcOff, n, dstOff, s.lba)
+	case srcOff > s.src.Size-n:
+		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes reach past the end of %s (%d bytes)", path, srcOff, n, s.src.Path, s.src.Size)
+	case dstOff > s.dst.Size-n:
+		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes to offset %d reach past the end of %s (%d bytes)", path, srcOff, n, dstOff, s.dst.Path, s.dst.Size)
+	}
+	if d := (s.src.Start + srcOff) - (s.dst.Start + dstOff); n > 0 && d < n && -d < n {
+		return fmt.Errorf("NVMe Copy %s at offset %d: source and destination overlap within one request (%d bytes to offset %d)", path, srcOff, n, dstOff)
+	}
+	return nil
+}
+
+// run sends cmds, up to s.depth at once, and accounts for them in order.
+func (s *session) run(ctx context.Context, cmds []copyCmd, dstOff, srcOff int64, progress func(int64)) (int64, error) {
+	errs := make([]error, len(cmds))
+	finished := make([]bool, len(cmds))
+	results := make(chan int, len(cmds))
+	var (
+		next, inflight, prefix int
+		done                   int64
+		stop                   error // why no further command is sent
+	)
+	for {
+		for stop == nil && inflight < s.depth && next < len(cmds) {
+			if err := ctx.Err(); err != nil {
+				stop = err
+				break
+			}
+			i := next
+			next++
+			inflight++
+			s.requests.Add(1)
+			go func() {
+				errs[i] = s.send(cmds[i], dstOff, srcOff)
+				results <- i
+			}()
+		}
+		if inflight == 0 {
+			break
+		}
+		i := <-results
+		inflight--
+		finished[i] = true
+		if errs[i] != nil && stop == nil {
+			// Nothing is retried: a failure stops the request, and the
+			// commands already sent run to their end.
+			stop = errs[i]
+		}
+		for prefix < len(cmds) && finished[prefix] && errs[prefix] == nil {
+			b := cmds[prefix].blocks * s.lba
+			done += b
+			if progress != nil {
+				progress(b)
+			}
+			prefix++
+		}
+	}
+	switch {
+	case prefix == len(cmds):
+		return done, nil
+	case prefix < next:
+		return done, errs[prefix] // the first failure in order
+	default:
+		return done, stop // cancelled before the rest was sent
+	}
+}
+
+// send runs one Copy command through the destination's descriptor (the one
+// opened for writing; Copy writes).
+func (s *session) send(c copyCmd, dstOff, srcOff int64) error {
+	result, status, err := passthru(s.dst.File, c.command(s.nsid, s.format))
+	if err == nil && status == 0 {
+		return nil
+	}
+	if errors.Is(err, unix.EINTR) {
+		// Not a signal: the driver waits for passthrough commands without
+		// interruption and answers EINTR when it cancelled the command
+		// (nvme_execute_rq, NVME_REQ_CANCELLED).
+		err = fmt.Errorf("%w (the driver cancelled the command after a timeout or a controller reset; it may have run in part)", err)
+	}
+	off := c.first * s.lba
+	e := &Error{
+		Op: "NVMe Copy", Path: s.src.Path + " -> " + s.dst.Path,
+		Offset: srcOff + off, DstOffset: dstOff + off, Len: c.blocks * s.lba,
+		Status: status, Result: result, Err: err,
+	}
+	if err != nil {
+		if why := errnoUnavailable(err); why != "" {
+			return copypath.Unavailable(fmt.Errorf("%s (%w)", why, e))
+		}
+		return e
+	}
+	if status.Unsupported() {
+		return copypath.Unavailable(e)
+	}
+	return e
+}
+
+// cacheView is one block device node whose page cache may hold blocks of
+// the namespace: the source, the destination and, between partitions, the
+// whole disk. Each node has its own cache.
+type cacheView struct {
+	f           *os.File
+	start, size int64 // where the node's bytes lie on the namespace
+}
+
+// local returns the part of the namespace byte range [off, off+n) that v
+// covers, in v's own offsets.
+func (v cacheView) local(off, n int64) (int64, int64, bool) {
+	lo, hi := max(off, v.start), min(off+n, v.start+v.size)
+	if lo >= hi {
+		return 0, 0, false
+	}
+	return lo - v.start, hi - lo, true
+}
+
+// writeBack writes dirty cached pages of the source and destination
+// ranges to the device and waits for them. Source: another process may
+// have written it buffered, and Copy reads the device, not the cache.
+// Destination: a dirty page written back after the copy would overwrite
+// the copied blocks with older data. sync_file_range on the block device
+// writes back only these pages (no whole-device flush, no BLKFLSBUF, which
+// would also drop every other cached page of the device); WAIT_BEFORE
+// waits for writeback already under way, WAIT_AFTER for ours.
+func (s *session) writeBack(srcAbs, dstAbs, n int64) error {
+	for _, v := range s.views {
+		for _, at := range [2]int64{srcAbs, dstAbs} {
+			off, l, ok := v.local(at, n)
+			if !ok {
+				continue
+			}
+			if err := syncRange(v.f, off, l); err != nil {
+				return fmt.Errorf("write back cached pages of %s at offset %d (%d bytes) before NVMe Copy: %w", v.f.Name(), off, l, err)
+			}
+		}
+	}
+	return nil
+}
+
+// drop drops cached pages of the destination range after the copy, so
+// that a buffered read afterwards (cmp, dd without iflag=direct, a file
+// system mounted later) reads the copied blocks from the device rather
+// than what the cache held before. POSIX_FADV_DONTNEED invalidates only
+// whole pages inside the range it is given, so the range is widened to
+// page boundaries: the pages that straddle its ends also hold destination
+// blocks, and the clean pages beside them that go too are simply read
+// again. Dirty pages (none in the range, after writeBack, unless someone
+// writes it during the copy) and mapped pages are not dropped; that race
+// with a concurrent writer is the same for every O_DIRECT copy.
+func (s *session) drop(dstAbs, n int64) error {
+	ps := int64(pageSize)
+	for _, v := range s.views {
+		off, l, ok := v.local(dstAbs, n)
+		if !ok {
+			continue
+		}
+		lo, hi := off&^(ps-1), (off+l+ps-1)&^(ps-1)
+		if err := dropRange(v.f, lo, hi-lo); err != nil {
+			return fmt.Errorf("drop cached pages of %s at offset %d (%d bytes) after NVMe Copy: %w", v.f.Name(), lo, hi-lo, err)
+		}
+	}
+	return nil
+}
+
+func writeBackRange(f *os.File, off, n int64) error {
+	var err error
+	if cerr := control(f, func(fd uintptr) {
+		err = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	}); cerr != nil {
+		return cerr
+	}
+	return os.NewSyscallError("sync_file_range", err)
+}
+
+func dropCachedRange(f *os.File, off, n int64) error {
+	var err error
+	if cerr := control(f, func(fd uintptr) {
+		err = unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED)
+	}); cerr != nil {
+		return cerr
+	}
+	return os.NewSyscallError("posix_fadvise(POSIX_FADV_DONTNEED)", err)
+}
