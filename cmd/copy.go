@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,7 @@ type copyOptions struct {
 	length                       size.Value
 	chunk                        size.Value
 	mode                         string
+	offloadPath                  string
 	progress                     string
 	verify, quiet, json          bool
 	noSync, dryRun               bool
@@ -102,6 +104,7 @@ offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
 	f.Var(&o.dstOffset, "dst-offset", "destination offset (size); excludes --offset")
 	f.Var(&o.length, "len", "bytes to copy (size); default: to the end of the source, bounded by a block-device destination")
 	f.StringVar(&o.mode, "mode", "auto", "auto: offload where possible, else copy through the host; offload: fail with exit 3 rather than copy through the host; onload: never offload")
+	f.StringVar(&o.offloadPath, "offload-path", "auto", "which offload path may run: auto (the kernel's copy_file_range offload where the disk reports copy limits, else NVMe Copy by passthrough), copy_file_range (or kernel), nvme")
 	f.Var(&o.chunk, "chunk", "I/O size of the copy through the host (size, multiple of 4096); default 8 MiB, in whole units of the devices' optimal_io_size")
 	f.BoolVar(&o.verify, "verify", false, "read both ranges back after the copy and compare; exit 4 on a difference")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (only on a terminal), always, never")
@@ -127,6 +130,16 @@ func (o *copyOptions) request() (copier.Request, error) {
 	var err error
 	if req.Mode, err = copier.ParseMode(o.mode); err != nil {
 		return req, &usageError{err}
+	}
+	switch o.offloadPath {
+	case "auto":
+	case "kernel":
+		req.OffloadPath = "copy_file_range"
+	default:
+		if !slices.Contains(copier.PathNames(), o.offloadPath) {
+			return req, usageErrorf("invalid --offload-path %q: want auto, %s or kernel", o.offloadPath, strings.Join(copier.PathNames(), ", "))
+		}
+		req.OffloadPath = o.offloadPath
 	}
 	switch o.progress {
 	case "auto", "always", "never":
@@ -278,6 +291,9 @@ func (o *copyOptions) resumeCommand(ie *copier.InterruptedError) string {
 		"--len", strconv.FormatInt(ie.Len, 10)}
 	if o.mode != "auto" {
 		args = append(args, "--mode", o.mode)
+	}
+	if o.offloadPath != "auto" && o.offloadPath != "" {
+		args = append(args, "--offload-path", o.offloadPath)
 	}
 	if o.chunk.IsSet {
 		args = append(args, "--chunk", strconv.FormatInt(o.chunk.N, 10))
