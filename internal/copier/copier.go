@@ -307,17 +307,13 @@ func bufSize(user int64, src, dst *endpoint) int64 {
 	if user > 0 {
 		return user
 	}
-	var maxKB, opt int64
+	var opt int64
 	for _, e := range []*endpoint{src, dst} {
-		if e.dev == nil {
-			continue
+		if e.dev != nil {
+			opt = max(opt, e.dev.OptimalIOSize)
 		}
-		if e.dev.MaxSectorsKB > 0 && (maxKB == 0 || e.dev.MaxSectorsKB < maxKB) {
-			maxKB = e.dev.MaxSectorsKB
-		}
-		opt = max(opt, e.dev.OptimalIOSize)
 	}
-	return onload.DefaultBufSize(maxKB, opt)
+	return onload.DefaultBufSize(opt)
 }
 
 // onloadCopy is a test seam: tests swap it to inject a copy that silently

@@ -382,17 +382,16 @@ func TestCopyCancelledBeforeStartWritesNothing(t *testing.T) {
 
 func TestDefaultBufSize(t *testing.T) {
 	tests := []struct {
-		maxSectorsKB, optimal, want int64
+		optimal, want int64
 	}{
-		{0, 0, 8 << 20},
-		{1280, 0, 8 << 20},      // loop: the block layer splits it into 1.25 MiB requests
-		{512, 3 << 20, 6 << 20}, // whole optimal units
-		{0, 100000, alignUp(8300000, 4096)},
-		{0, 9 << 20, 8 << 20}, // a stripe larger than a buffer is ignored
+		{0, 8 << 20},
+		{3 << 20, 6 << 20}, // whole optimal units
+		{100000, alignUp(8300000, 4096)},
+		{9 << 20, 8 << 20}, // a stripe larger than a buffer is ignored
 	}
 	for _, tt := range tests {
-		if got := onload.DefaultBufSize(tt.maxSectorsKB, tt.optimal); got != tt.want {
-			t.Errorf("DefaultBufSize(%d, %d) = %d, want %d", tt.maxSectorsKB, tt.optimal, got, tt.want)
+		if got := onload.DefaultBufSize(tt.optimal); got != tt.want {
+			t.Errorf("DefaultBufSize(%d) = %d, want %d", tt.optimal, got, tt.want)
 		}
 	}
 }

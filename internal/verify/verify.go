@@ -19,7 +19,7 @@ import (
 // when its endpoint has it, in its own goroutine, so the two devices work at
 // the same time. Memory is about 2*bufSize whatever n is, as for
 // onload.Copy: two buffers of bufSize/2 per side, one compared while the
-// other fills (bufSize 0 = onload.DefaultBufSize(0, 0)). Read errors name
+// other fills (bufSize 0 = onload.DefaultBufSize(0)). Read errors name
 // the path and offset; a side that ends early is an io.ErrUnexpectedEOF error, not a
 // difference.
 func Compare(ctx context.Context, a, b onload.Endpoint, aOff, bOff, n int64, bufSize int64) (firstDiff int64, err error) {
@@ -27,7 +27,7 @@ func Compare(ctx context.Context, a, b onload.Endpoint, aOff, bOff, n int64, buf
 		return -1, nil
 	}
 	if bufSize <= 0 {
-		bufSize = onload.DefaultBufSize(0, 0)
+		bufSize = onload.DefaultBufSize(0)
 	}
 	piece := min(max(bufSize/2, 4096), n)
 	stop := make(chan struct{})
