@@ -428,6 +428,17 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 				// the resume point: take requests from the chunk's end.
 				q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
 			}
+			if err := r.beforeWrite(ctx, w, q.Len); err != nil {
+				return errors.Join(w.drain(ctx), err)
+			}
+			if canary && r.lim.Canary > 0 {
+				// Make the canary's destination differ from its source,
+				// or a copy that moved nothing over equal bytes (zeroes
+				// on zeroes) would pass the read-back.
+				if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
+					return fmt.Errorf("offload check: %w", err)
+				}
+			}
 			w.submit(ctx, q)
 			if canary {
 				if err := w.drain(ctx); err != nil {

@@ -310,3 +310,28 @@ func TestFileCopyAcrossFileSystemsFallsBackOrSucceeds(t *testing.T) {
 		t.Fatal("cross-file-system copy is wrong")
 	}
 }
+
+// Zeroes copied onto zeroes: a copy that moved nothing would read back
+// equal, so the canary's destination is poisoned first.
+func TestCanaryCatchesANoOpCopyOverEqualBytes(t *testing.T) {
+	withOffloadCopy(t, func(ctx context.Context, dst, src *os.File, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
+		return n, nil
+	})
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
+	for _, p := range []string{src, dst} {
+		if err := os.WriteFile(p, make([]byte, 3<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := Run(context.Background(), Request{Src: src, Dst: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.OffloadDisabledReason == "" || sum.OffloadedBytes != 0 {
+		t.Errorf("offloaded %d, offload_disabled_reason %q; want the no-op copy caught", sum.OffloadedBytes, sum.OffloadDisabledReason)
+	}
+	if got, _ := os.ReadFile(dst); !bytes.Equal(got, make([]byte, 3<<20)) {
+		t.Error("destination is not the source's zeroes after the fallback")
+	}
+}
