@@ -212,10 +212,23 @@ func runCopy(ctx context.Context, o *copyOptions, s *Streams) error {
 	var me *copier.MismatchError
 	switch {
 	case errors.As(err, &me):
-		return &exitError{ExitMismatch, err}
+		err = &exitError{ExitMismatch, err}
 	case errors.Is(err, copier.ErrOffloadUnavailable):
-		return &exitError{ExitNoOffload, err}
-	case err != nil:
+		err = &exitError{ExitNoOffload, err}
+	}
+	if err != nil && o.json && sum != nil && sum.Chunks > 0 {
+		// A failure during the copy: the object carries what was done
+		// so far (bytes, offload requests) next to the error.
+		code := exitCode(err)
+		writeJSON(s, struct {
+			*copier.Summary
+			Error    string `json:"error"`
+			ExitCode int    `json:"exit_code"`
+		}{sum, oneLine(err.Error()), code})
+		fmt.Fprintf(s.Err, "blkcopy: %s\n", oneLine(err.Error()))
+		return &exitError{code, fmt.Errorf("%w: %w", errAlreadyReported, err)}
+	}
+	if err != nil {
 		return err
 	}
 	switch {

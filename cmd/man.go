@@ -83,7 +83,7 @@ true when \-\-verify compared both ranges equal.
 .B synced
 the destination was flushed with fdatasync.
 .PP
-On failure the object is {"error": "...", "exit_code": N}; on interrupt it also has interrupted, done_bytes and resume_command.
+On failure the object is {"error": "...", "exit_code": N}; a failure after the copy began also carries the fields above as they stood (bytes offloaded and onloaded, offload_requests); on interrupt it also has interrupted, done_bytes and resume_command.
 `,
 	"blkcopy limits": `.SH EXIT STATUS
 .TP
