@@ -99,7 +99,7 @@ func TestLimitsJSONFieldNames(t *testing.T) {
 	for _, k := range []string{"path", "name", "kind", "disk", "size", "logical_block_size", "physical_block_size",
 		"min_io_size", "optimal_io_size", "max_sectors_kb", "max_hw_sectors_kb", "max_segments", "dma_alignment",
 		"rotational", "read_only", "kernel_copy_offload", "copy_max_bytes", "copy_max_hw_bytes", "offload",
-		"verdict", "slaves", "start"} {
+		"verdict", "slaves", "start", "offload_path", "path_reason", "nvme_copy"} {
 		if _, ok := raw[0][k]; !ok {
 			t.Errorf("JSON object has no %q: %s", k, out)
 		}
@@ -130,10 +130,12 @@ func TestLimitsTableIsAligned(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	col := strings.Index(lines[0], "BLKCOPY")
+	// The table ends at the first blank line; notes follow.
+	table, notes, _ := strings.Cut(out, "\n\n")
+	lines := strings.Split(table, "\n")
+	col := strings.Index(lines[0], "KERNEL")
 	if !strings.HasPrefix(lines[0], "DEVICE ") || col < 0 {
-		t.Fatalf("header = %q, want DEVICE ... BLKCOPY", lines[0])
+		t.Fatalf("header = %q, want DEVICE ... KERNEL", lines[0])
 	}
 	want := map[string]string{
 		"/dev/nvme0n1": "offload (max 8 MiB per request)",
@@ -154,14 +156,18 @@ func TestLimitsTableIsAligned(t *testing.T) {
 		// Columns are aligned in characters, and the tree drawing is
 		// multi-byte: compare rune offsets.
 		if got := []rune(l); len(got) < col || string(got[len([]rune(lines[0][:col])):]) != w {
-			t.Errorf("row %q: want %q starting under BLKCOPY (column %d)", l, w, col)
+			t.Errorf("row %q: want %q starting under KERNEL (column %d)", l, w, col)
 		}
 	}
 	for label := range want {
 		t.Errorf("no row for %s in\n%s", label, out)
 	}
-	if !strings.Contains(squash(out), "/dev/nvme0n1 1 GiB 4096 4096 128 KiB 8 MiB 8 MiB offload") {
-		t.Errorf("nvme0n1 row does not read size 1 GiB, 4096/4096, 128 KiB, 8 MiB copy limits:\n%s", out)
+	if !strings.Contains(squash(out), "/dev/nvme0n1 1 GiB 4096 4096 128 KiB 8 MiB 8 MiB unknown copy_file_range offload") {
+		t.Errorf("nvme0n1 row does not read size 1 GiB, 4096/4096, 128 KiB, 8 MiB copy limits, NVMe Copy unknown, the kernel's path:\n%s", out)
+	}
+	// A captured tree has no device to ask: one line says so for all.
+	if want := "NVME-COPY unknown: NVMe facts need the live device (--sysroot reads only sysfs).\n"; notes != want {
+		t.Errorf("below the table:\n%s\nwant %q", notes, want)
 	}
 }
 
@@ -180,8 +186,8 @@ func TestLimitsKernelWithoutOffload(t *testing.T) {
 		t.Errorf("exit %d, output:\n%s\nwant the kernel-lacks verdict", code, out)
 	}
 	// No copy attributes: the copy columns say "-" rather than a made-up 0.
-	if !strings.Contains(squash(out), "/dev/vda1 256 GiB 512 4096 4 MiB - - no offload") {
-		t.Errorf("vda1 row:\n%s\nwant 256 GiB, 512/4096, 4 MiB, no copy limits", out)
+	if !strings.Contains(squash(out), "/dev/vda1 256 GiB 512 4096 4 MiB - - n/a onload no offload") {
+		t.Errorf("vda1 row:\n%s\nwant 256 GiB, 512/4096, 4 MiB, no copy limits, not NVMe, onload", out)
 	}
 }
 
