@@ -4,13 +4,16 @@ package vm
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,6 +35,9 @@ type disk struct {
 	mcl      int
 	msrc     int
 	blkdebug string // blkdebug rules; empty for a plain raw image
+	// throttleBPS caps the drive's reads and writes together, in bytes
+	// per second (0: no cap).
+	throttleBPS int64
 }
 
 const mib = 1 << 20
@@ -50,7 +56,26 @@ var disks = []disk{
 	{id: "C", ctrl: "nvme-c", nsid: 1, size: 256 * mib, lbs: 4096, mssrl: 64, mcl: 256, msrc: 3},
 	{id: "E", ctrl: "nvme-e", nsid: 1, size: 64 * mib, lbs: 512, mssrl: 256, mcl: 1024, msrc: 7,
 		blkdebug: blkdebugRule("read_aio", errReadOffset) + blkdebugRule("write_aio", errWriteOffset)},
+	// T is throttled (QEMU's block throttling, which the device's own Copy
+	// I/O passes through too): a copy on it takes seconds whatever the
+	// kernel or path, so the interrupt scenario's signal lands mid-copy.
+	{id: "T", ctrl: "nvme-t", nsid: 1, size: 64 * mib, lbs: 512, mssrl: 256, mcl: 1024, msrc: 7,
+		throttleBPS: 8 * mib},
+	// N's controller advertises Copy but the namespace cannot (MSSRL=0).
+	{id: "N", ctrl: "nvme-n", nsid: 1, size: 32 * mib, lbs: 512, mssrl: 0, mcl: 0, msrc: 0},
 }
+
+// The host_reads scenario copies hostReadLen bytes within namespace B (the
+// only namespace 2, so QEMU's read trace, which names no controller, tells
+// its reads apart) and nothing else reads that source range.
+const (
+	hostReadSrc = 16 * mib
+	hostReadDst = 40 * mib
+	hostReadLen = 24 * mib
+	// hostReadCanary is what the canary reads back of the source: one
+	// unit, at most MSSRL blocks of B or copy_max_bytes (the same here).
+	hostReadCanary = 256 * 512
+)
 
 func blkdebugRule(event string, offset int64) string {
 	return fmt.Sprintf("[inject-error]\nevent = %q\nerrno = \"5\"\nsector = \"%d\"\nonce = \"off\"\n\n",
@@ -65,31 +90,99 @@ var moduleParams = map[string]string{
 	"null_blk": "nr_devices=1 bs=4096 gb=1",
 }
 
+// kernelCmdline passes moduleParams on the kernel command line as well,
+// where built-in drivers (the seed kernels build everything in) read them;
+// insmod never runs for those.
+func kernelCmdline() string {
+	var b strings.Builder
+	for _, mod := range slices.Sorted(maps.Keys(moduleParams)) {
+		for _, kv := range strings.Fields(moduleParams[mod]) {
+			fmt.Fprintf(&b, " %s.%s", mod, kv)
+		}
+	}
+	return b.String()
+}
+
+// guestKernel is one kernel the suite boots, and what to expect of it:
+//
+//	debian    Debian's kernel: no copy offload in the kernel
+//	fixed     the seed kernel with the copy offload series and its fixes:
+//	          every aligned same-disk copy is offloaded by the kernel
+//	faithful  the series as posted: copy_file_range reports success while
+//	          the device rejects every Copy; the canary must catch it
+//	custom    BLKCOPY_VM_KERNEL: expectations follow its sysfs limits
+type guestKernel struct {
+	name, kind      string
+	kernel, modules string // modules "" = drivers built in
+}
+
+// guestKernels lists the kernels to boot: BLKCOPY_VM_KERNEL alone when
+// set, else Debian's and the two seed kernels that
+// ../shared/seed-kernel/build.sh leaves in BLKCOPY_SEED_KERNEL_DIR
+// (default ~/.cache/blkcopy-seed-kernel).
+func guestKernels(t *testing.T) []guestKernel {
+	if k := os.Getenv("BLKCOPY_VM_KERNEL"); k != "" {
+		kind := cmp.Or(os.Getenv("BLKCOPY_VM_KERNEL_KIND"), "custom")
+		return []guestKernel{{name: kind, kind: kind, kernel: k, modules: os.Getenv("BLKCOPY_VM_MODULES")}}
+	}
+	seed := os.Getenv("BLKCOPY_SEED_KERNEL_DIR")
+	if seed == "" {
+		home, _ := os.UserHomeDir()
+		seed = filepath.Join(home, ".cache", "blkcopy-seed-kernel")
+	}
+	kernel, modules := debianKernel(t)
+	ks := []guestKernel{{name: "debian", kind: "debian", kernel: kernel, modules: modules}}
+	for _, kind := range []string{"fixed", "faithful"} {
+		ks = append(ks, guestKernel{name: "seed-" + kind, kind: kind, kernel: filepath.Join(seed, "bzImage-"+kind)})
+	}
+	return ks
+}
+
 func TestVM(t *testing.T) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not found; run test/vm/fetch.sh (apt-get install qemu-system-x86 busybox-static)")
 	}
 	busybox := staticBusybox(t)
-	kernel, modules := guestKernel(t)
 	work := t.TempDir()
+	bins := map[string][]byte{
+		"bin/busybox":  mustRead(t, busybox),
+		"bin/blkcopy":  mustRead(t, buildBlkcopy(t, work)),
+		"bin/nvmecopy": mustRead(t, goBuild(t, work, "nvmecopy", "./nvmecopy")),
+	}
+	for _, k := range guestKernels(t) {
+		t.Run(k.name, func(t *testing.T) {
+			if _, err := os.Stat(k.kernel); err != nil {
+				if os.Getenv("BLKCOPY_VM_REQUIRE_SEED") != "" {
+					t.Fatalf("kernel %s: %v (build it with ../shared/seed-kernel/build.sh)", k.kernel, err)
+				}
+				t.Skipf("no %s kernel at %s: build it with ../shared/seed-kernel/build.sh (about 9 minutes once)", k.name, k.kernel)
+			}
+			runVM(t, qemu, k, bins)
+		})
+	}
+}
 
+// runVM boots one kernel with fresh disks, runs every scenario and turns
+// the guest's report into subtests.
+func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
+	work := t.TempDir()
 	rd := &Initramfs{}
-	rd.AddFile("bin/busybox", 0o755, mustRead(t, busybox))
-	rd.AddFile("bin/blkcopy", 0o755, mustRead(t, buildBlkcopy(t, work)))
-	rd.AddFile("bin/nvmecopy", 0o755, mustRead(t, goBuild(t, work, "nvmecopy", "./nvmecopy")))
+	for _, name := range slices.Sorted(maps.Keys(bins)) {
+		rd.AddFile(name, 0o755, bins[name])
+	}
 	rd.AddSymlink("bin/sh", "busybox")
 	for _, d := range []string{"proc", "sys", "dev", "tmp", "mnt"} {
 		rd.AddDir(d)
 	}
 	addGuestScripts(t, rd)
-	rd.AddFile("guest/env", 0o644, []byte(guestEnv()))
-	addModules(t, rd, modules)
+	rd.AddFile("guest/env", 0o644, []byte(guestEnv(k.kind)))
+	addModules(t, rd, k.modules)
 	initrd := filepath.Join(work, "initramfs.cpio")
 	writeInitramfs(t, rd, initrd)
 
 	trace := filepath.Join(work, "nvme-trace.log")
-	args := qemuArgs(t, work, kernel, initrd, trace)
+	args := qemuArgs(t, work, k.kernel, initrd, trace)
 
 	start := time.Now()
 	lines := boot(t, qemu, args)
@@ -97,22 +190,42 @@ func TestVM(t *testing.T) {
 
 	info := reportResults(t, lines)
 	copies := countCopyCommands(t, trace)
+	if info["host_reads_checked"] == "1" {
+		t.Run("host_reads_in_trace", func(t *testing.T) {
+			read := tracedReads(t, trace, 2, hostReadSrc, hostReadLen)
+			t.Logf("NVMe Read commands fetched %d bytes of the %d-byte source range for the host during an offloaded copy", read, hostReadLen)
+			if read > hostReadCanary+hostReadLen/10 {
+				t.Errorf("the host read %d bytes of the source range during an offloaded copy of %d (allowed: the %d-byte canary + 10%%)", read, hostReadLen, hostReadCanary)
+			}
+		})
+	}
 	t.Run("nvme_copy_commands", func(t *testing.T) {
 		// The guest's nvmecopy probe sent probe_copies Copy commands by
-		// passthrough; blkcopy's copies account for the rest.
+		// passthrough, blkcopy's NVMe path nvme_commands (the sum of what
+		// its copies reported); the kernel's copy offload accounts for the
+		// rest.
 		probe, err := strconv.Atoi(info["probe_copies"])
 		if err != nil {
 			t.Fatalf("the guest reported no probe_copies: %v", err)
 		}
+		passthru, _ := strconv.Atoi(cmp.Or(info["nvme_commands"], "0"))
+		kernelCopies := copies - probe - passthru
+		t.Logf("QEMU traced %d NVMe Copy commands: %d from the probe, %d from blkcopy's NVMe path, %d from the kernel (%s kernel)",
+			copies, probe, passthru, kernelCopies, k.kind)
 		offload := info["offload"] == "1"
-		t.Logf("QEMU traced %d NVMe Copy commands, %d from the probe (kernel offload: %v)", copies, probe, offload)
 		switch {
 		case copies < probe:
 			t.Errorf("QEMU traced %d Copy commands, fewer than the probe's %d: is the pci_nvme_copy trace working?", copies, probe)
-		case offload && copies == probe:
+		case kernelCopies < 0:
+			t.Errorf("QEMU traced %d Copy commands, fewer than the probe's %d plus the %d blkcopy reported", copies, probe, passthru)
+		case k.kind == "fixed" && kernelCopies == 0:
+			t.Errorf("the fixed seed kernel offloads, but blkcopy's copy_file_range copies sent no NVMe Copy command")
+		case k.kind == "debian" && kernelCopies != 0:
+			t.Errorf("Debian's kernel has no copy offload, yet %d Copy commands came from neither the probe nor blkcopy's NVMe path", kernelCopies)
+		case k.kind == "custom" && offload && kernelCopies == 0:
 			t.Errorf("kernel reports copy offload but blkcopy's copies sent no NVMe Copy command")
-		case !offload && copies != probe:
-			t.Errorf("kernel has no copy offload but blkcopy's copies sent %d NVMe Copy commands", copies-probe)
+		case k.kind == "custom" && !offload && kernelCopies != 0:
+			t.Errorf("kernel has no copy offload but %d Copy commands came from neither the probe nor blkcopy's NVMe path", kernelCopies)
 		}
 	})
 }
@@ -142,14 +255,9 @@ func staticBusybox(t *testing.T) string {
 	return ""
 }
 
-// guestKernel returns the kernel image and its modules directory: those
-// named by BLKCOPY_VM_KERNEL and BLKCOPY_VM_MODULES, or Debian's current
-// kernel from fetch.sh's cache. An empty modules directory means the
-// drivers are built in.
-func guestKernel(t *testing.T) (kernel, modules string) {
-	if k := os.Getenv("BLKCOPY_VM_KERNEL"); k != "" {
-		return k, os.Getenv("BLKCOPY_VM_MODULES")
-	}
+// debianKernel returns Debian's current kernel and its modules directory
+// from fetch.sh's cache (downloading it the first time).
+func debianKernel(t *testing.T) (kernel, modules string) {
 	cmd := exec.Command("./fetch.sh", "kernel")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -207,12 +315,14 @@ func addGuestScripts(t *testing.T, rd *Initramfs) {
 
 // guestEnv tells the guest scripts what the host set up, so the numbers
 // live in one place.
-func guestEnv() string {
+func guestEnv(kind string) string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "KERNEL_KIND=%s\n", kind)
 	for _, d := range disks {
 		fmt.Fprintf(&b, "DISK_%s='%s %d'\n", d.id, d.ctrl, d.nsid)
 	}
 	fmt.Fprintf(&b, "ERR_READ_OFFSET=%d\nERR_WRITE_OFFSET=%d\n", errReadOffset, errWriteOffset)
+	fmt.Fprintf(&b, "HOSTREAD_SRC=%d\nHOSTREAD_DST=%d\nHOSTREAD_LEN=%d\n", hostReadSrc, hostReadDst, hostReadLen)
 	return b.String()
 }
 
@@ -257,8 +367,11 @@ func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
 		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
 		"-kernel", kernel, "-initrd", initrd,
 		// panic=-1 with -no-reboot turns a guest panic into QEMU exiting.
-		"-append", "console=ttyS0 panic=-1 loglevel=4 rdinit=/init",
-		"-trace", "pci_nvme_copy*,file=" + trace,
+		"-append", "console=ttyS0 panic=-1 loglevel=4 rdinit=/init" + kernelCmdline(),
+		// Copy commands (counted against what blkcopy reports) and Read
+		// commands (what the host read during an offloaded copy). One
+		// -trace option: each one's file= would reset the others'.
+		"-trace", "events=" + traceEvents(t, work) + ",file=" + trace,
 	}
 	ctrls := map[string]bool{}
 	for _, d := range disks {
@@ -281,8 +394,12 @@ func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
 			ctrls[d.ctrl] = true
 			args = append(args, "-device", fmt.Sprintf("nvme,serial=%s,id=%s", d.ctrl, d.ctrl))
 		}
+		drive := fmt.Sprintf("file=%s,if=none,id=drive-%s,format=raw", file, d.id)
+		if d.throttleBPS > 0 {
+			drive += fmt.Sprintf(",throttling.bps-total=%d", d.throttleBPS)
+		}
 		args = append(args,
-			"-drive", fmt.Sprintf("file=%s,if=none,id=drive-%s,format=raw", file, d.id),
+			"-drive", drive,
 			"-device", fmt.Sprintf("nvme-ns,drive=drive-%s,bus=%s,nsid=%d,"+
 				"logical_block_size=%d,physical_block_size=%d,mssrl=%d,mcl=%d,msrc=%d",
 				d.id, d.ctrl, d.nsid, d.lbs, d.lbs, d.mssrl, d.mcl, d.msrc))
@@ -411,6 +528,46 @@ func countCopyCommands(t *testing.T, trace string) int {
 		}
 	}
 	return n
+}
+
+func traceEvents(t *testing.T, work string) string {
+	p := filepath.Join(work, "trace-events")
+	if err := os.WriteFile(p, []byte("pci_nvme_copy*\npci_nvme_read\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tracedReads sums the bytes of QEMU-traced NVMe Read commands on
+// namespace nsid (512-byte blocks) that fall within [off, off+n):
+//
+//	pci_nvme_read cid 5 nsid 2 nlb 256 count 131072 lba 0x8000
+func tracedReads(t *testing.T, trace string, nsid int, off, n int64) int64 {
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, line := range strings.Split(string(data), "\n") {
+		_, rest, ok := strings.Cut(line, "pci_nvme_read ")
+		if !ok {
+			continue
+		}
+		var cid, ns int
+		var nlb, count int64
+		var lba uint64
+		if _, err := fmt.Sscanf(rest, "cid %d nsid %d nlb %d count %d lba 0x%x", &cid, &ns, &nlb, &count, &lba); err != nil {
+			t.Fatalf("unexpected pci_nvme_read trace line %q: %v", line, err)
+		}
+		if ns != nsid {
+			continue
+		}
+		lo, hi := max(int64(lba)*512, off), min((int64(lba)+nlb)*512, off+n)
+		if lo < hi {
+			sum += hi - lo
+		}
+	}
+	return sum
 }
 
 func mustRead(t *testing.T, path string) []byte {

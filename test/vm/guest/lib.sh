@@ -122,6 +122,16 @@ json_field() {
 	grep -o "\"$1\": *\(\"[^\"]*\"\|[0-9a-z]*\)" | head -n 1 | sed 's/^[^:]*: *//; s/^"//; s/"$//'
 }
 
+# NVMe Copy commands blkcopy reported sending by passthrough (JSON
+# offload_requests of copies whose offload_path is nvme); the host compares
+# the sum with QEMU's trace.
+NVME_CMDS=0
+count_cmds() { # count_cmds JSON
+	if [ "$(echo "$1" | json_field offload_path)" = nvme ]; then
+		NVME_CMDS=$((NVME_CMDS + $(echo "$1" | json_field offload_requests)))
+	fi
+}
+
 expect_eq() { # expect_eq WHAT WANT GOT
 	[ "$2" = "$3" ] || fail "$1: want $2, got $3"
 }
