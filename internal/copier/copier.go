@@ -428,9 +428,6 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 				// the resume point: take requests from the chunk's end.
 				q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
 			}
-			if err := r.beforeWrite(ctx, w, q.Len); err != nil {
-				return errors.Join(w.drain(ctx), err)
-			}
 			if canary && r.lim.Canary > 0 {
 				// Make the canary's destination differ from its source,
 				// or a copy that moved nothing over equal bytes (zeroes
