@@ -6,6 +6,14 @@
 //
 // It checks every copy with cmp and exits 1 if any copy was wrong or
 // failed; a missed performance target is printed as MISSED, not an error.
+//
+// With --offload it measures offloaded copies instead, in a QEMU guest on
+// emulated NVMe namespaces (no root needed; about 3-4 minutes):
+//
+//	go run ./bench --offload                      # 64 MiB, 5 counted rounds, both kernels
+//	go run ./bench --offload --kernels debian --shapes "mssrl=256,mcl=4096,msrc=15"
+//
+// See bench/README.md for what runs and what the columns mean.
 package main
 
 import (
@@ -18,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/blkcopy/blkcopy/internal/size"
 )
@@ -29,6 +38,14 @@ type config struct {
 	blkcopy        string
 	scenarios      map[string]bool
 	rssSizes       []int64
+
+	// --offload: the benchmark in a QEMU guest (offload.go).
+	offload    bool
+	kernels    []string
+	shapes     []nsShape
+	seedKernel string
+	vmTimeout  time.Duration
+	keep       bool
 }
 
 // bench carries what every scenario needs and collects failures.
@@ -67,9 +84,46 @@ func parseFlags() (config, error) {
 	flag.StringVar(&cfg.blkcopy, "blkcopy", "", "blkcopy binary to test (default: go build the module)")
 	scen := flag.String("scenarios", "A,B,file,xfs", "which to run: A (loop on /dev/shm), B (loop on disk), file (ext4 file copy), xfs (file copy on XFS with reflink)")
 	rss := flag.String("rss-sizes", "", "also copy these sizes once with blkcopy on sparse loop devices on disk to show peak RSS stays flat, e.g. 1G,8G")
+	flag.BoolVar(&cfg.offload, "offload", false, "instead: the offload benchmark in a QEMU guest on emulated NVMe (default --size 64M; see bench/README.md)")
+	kernels := flag.String("kernels", "seed,debian", "with --offload: kernels to boot: seed (the fixed seed kernel: copy_file_range offload), debian (Debian's kernel: NVMe passthrough)")
+	shapes := flag.String("shapes", defaultShapes, "with --offload: NVMe namespaces, ';' between them: mssrl=,mcl=,msrc= and optionally lbs=512|4096")
+	flag.StringVar(&cfg.seedKernel, "seed-kernel", "", "with --offload: the seed kernel image (default $BLKCOPY_SEED_KERNEL_DIR or ~/.cache/blkcopy-seed-kernel, bzImage-fixed)")
+	flag.DurationVar(&cfg.vmTimeout, "vm-timeout", 15*time.Minute, "with --offload: how long one VM may run")
+	flag.BoolVar(&cfg.keep, "keep", false, "with --offload: keep the images, initramfs and QEMU traces (their directory is printed)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.offload {
+		if !set["size"] {
+			*sizeFlag = "64M"
+		}
+		for _, name := range []string{"file-size", "scenarios", "rss-sizes"} {
+			if set[name] {
+				return cfg, fmt.Errorf("--%s does not apply to --offload", name)
+			}
+		}
+		for _, k := range strings.Split(*kernels, ",") {
+			switch k = strings.TrimSpace(k); k {
+			case "seed", "debian":
+				cfg.kernels = append(cfg.kernels, k)
+			case "":
+			default:
+				return cfg, fmt.Errorf("--kernels: unknown %q (want seed, debian)", k)
+			}
+		}
+		var err error
+		if cfg.shapes, err = parseShapes(*shapes); err != nil {
+			return cfg, err
+		}
+	} else {
+		for _, name := range []string{"kernels", "shapes", "seed-kernel", "vm-timeout", "keep"} {
+			if set[name] {
+				return cfg, fmt.Errorf("--%s applies to --offload only", name)
+			}
+		}
 	}
 	var err error
 	if cfg.size, err = size.Parse(*sizeFlag); err != nil {
@@ -118,7 +172,7 @@ func realMain() int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 && !cfg.offload {
 		fmt.Fprintln(os.Stderr, "bench: needs root (loop devices, mounts, drop_caches)")
 		return 2
 	}
@@ -131,6 +185,9 @@ func realMain() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
+	}
+	if cfg.offload {
+		return b.runOffload(root)
 	}
 	if err := b.prepare(root); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
