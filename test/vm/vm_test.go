@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"maps"
@@ -125,12 +124,11 @@ func guestKernels(t *testing.T) []guestKernel {
 		kind := cmp.Or(os.Getenv("BLKCOPY_VM_KERNEL_KIND"), "custom")
 		return []guestKernel{{name: kind, kind: kind, kernel: k, modules: os.Getenv("BLKCOPY_VM_MODULES")}}
 	}
-	seed := os.Getenv("BLKCOPY_SEED_KERNEL_DIR")
-	if seed == "" {
-		home, _ := os.UserHomeDir()
-		seed = filepath.Join(home, ".cache", "blkcopy-seed-kernel")
+	seed := SeedKernelDir()
+	kernel, modules, err := DebianKernel("./fetch.sh")
+	if err != nil {
+		t.Fatal(err)
 	}
-	kernel, modules := debianKernel(t)
 	ks := []guestKernel{{name: "debian", kind: "debian", kernel: kernel, modules: modules}}
 	for _, kind := range []string{"fixed", "faithful"} {
 		ks = append(ks, guestKernel{name: "seed-" + kind, kind: kind, kernel: filepath.Join(seed, "bzImage-"+kind)})
@@ -143,7 +141,10 @@ func TestVM(t *testing.T) {
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not found; run test/vm/fetch.sh (apt-get install qemu-system-x86 busybox-static)")
 	}
-	busybox := staticBusybox(t)
+	busybox, err := StaticBusybox()
+	if err != nil {
+		t.Skip(err)
+	}
 	work := t.TempDir()
 	bins := map[string][]byte{
 		"bin/busybox":  mustRead(t, busybox),
@@ -228,54 +229,6 @@ func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
 			t.Errorf("kernel has no copy offload but %d Copy commands came from neither the probe nor blkcopy's NVMe path", kernelCopies)
 		}
 	})
-}
-
-// staticBusybox returns a busybox that runs with no shared libraries in
-// the guest: Debian's busybox-static installs one at /bin/busybox, while
-// the plain busybox package puts a dynamically linked one there.
-func staticBusybox(t *testing.T) string {
-	for _, p := range []string{os.Getenv("BLKCOPY_VM_BUSYBOX"), "/bin/busybox", "/usr/bin/busybox"} {
-		if p == "" {
-			continue
-		}
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		dynamic := false
-		for _, prog := range f.Progs {
-			dynamic = dynamic || prog.Type == elf.PT_INTERP
-		}
-		f.Close()
-		if !dynamic {
-			return p
-		}
-	}
-	t.Skip("no static busybox; run test/vm/fetch.sh (apt-get install busybox-static)")
-	return ""
-}
-
-// debianKernel returns Debian's current kernel and its modules directory
-// from fetch.sh's cache (downloading it the first time).
-func debianKernel(t *testing.T) (kernel, modules string) {
-	cmd := exec.Command("./fetch.sh", "kernel")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("fetch Debian's kernel: %v", err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if v, ok := strings.CutPrefix(line, "KERNEL="); ok {
-			kernel = v
-		}
-		if v, ok := strings.CutPrefix(line, "MODULES="); ok {
-			modules = v
-		}
-	}
-	if kernel == "" || modules == "" {
-		t.Fatalf("fetch.sh kernel printed no KERNEL= and MODULES= lines:\n%s", out)
-	}
-	return kernel, modules
 }
 
 // buildBlkcopy builds the working tree's blkcopy, or returns
