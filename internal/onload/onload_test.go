@@ -359,13 +359,18 @@ func TestCopyCancelledStopsAfterInFlightWrites(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
-		if written >= faultN || written > 4*r.opt.BufSize {
-			t.Errorf("written = %d after cancelling on the 4th write", written)
-		}
 		// Workers (two per unit of depth) that checked just before the
-		// cancel may still start their write.
-		if n, most := afterCancel.Load(), int64(2*r.opt.Depth-1); n > most {
+		// cancel may still start their write, so the written prefix can
+		// hold those too, but no write that began after they finished.
+		most := int64(2*r.opt.Depth - 1)
+		if n := afterCancel.Load(); n > most {
 			t.Errorf("%d writes started after cancel, want at most %d in flight", n, most)
+		}
+		if w := writes.Load(); w > 4+most {
+			t.Errorf("%d writes in all, want at most 4 and the %d in flight at the cancel", w, most)
+		}
+		if written >= faultN || written > writes.Load()*r.opt.BufSize {
+			t.Errorf("written = %d after %d writes of at most %d bytes, cancelled on the 4th", written, writes.Load(), r.opt.BufSize)
 		}
 	})
 }
