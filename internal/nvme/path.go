@@ -206,7 +206,7 @@ type session struct {
 	depth    int
 	lim      copypath.Limits
 	views    pagecache.Set // one namespace: every view's Disk is ""
-	disk     *os.File // whole-disk node opened for views, or nil
+	disk     *os.File      // whole-disk node opened for views, or nil
 	requests atomic.Int64
 }
 
