@@ -128,3 +128,32 @@ func (u *unavailable) Unwrap() []error {
 
 // IsUnavailable reports whether err says the path cannot serve (fall back).
 func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// CheckRequest refuses a Copy request outside the contract: negative,
+// not whole blocks of align bytes, past either end's range (every device
+// command must stay inside the partitions the user named), or, when both
+// ends share a disk, with source and destination overlapping within the
+// request, which no device copy command orders (NVMe Copy leaves it
+// undefined; LIO's EXTENDED COPY loops forward in pieces and reads what it
+// already wrote). The copier never sends such requests; op names the
+// command in the error ("NVMe Copy"). These are real errors, not reasons
+// to fall back.
+func CheckRequest(op string, src, dst Endpoint, align, dstOff, srcOff, n int64) error {
+	path := src.Path + " -> " + dst.Path
+	switch {
+	case n < 0 || srcOff < 0 || dstOff < 0:
+		return fmt.Errorf("%s %s at offset %d: negative length or offset (%d bytes to offset %d)", op, path, srcOff, n, dstOff)
+	case srcOff%align != 0 || dstOff%align != 0 || n%align != 0:
+		return fmt.Errorf("%s %s at offset %d: %d bytes to offset %d are not whole %d-byte blocks", op, path, srcOff, n, dstOff, align)
+	case srcOff > src.Size-n:
+		return fmt.Errorf("%s %s at offset %d: %d bytes reach past the end of %s (%d bytes)", op, path, srcOff, n, src.Path, src.Size)
+	case dstOff > dst.Size-n:
+		return fmt.Errorf("%s %s at offset %d: %d bytes to offset %d reach past the end of %s (%d bytes)", op, path, srcOff, n, dstOff, dst.Path, dst.Size)
+	}
+	if src.Disk == dst.Disk {
+		if d := (src.Start + srcOff) - (dst.Start + dstOff); n > 0 && d < n && -d < n {
+			return fmt.Errorf("%s %s at offset %d: source and destination overlap within one request (%d bytes to offset %d)", op, path, srcOff, n, dstOff)
+		}
+	}
+	return nil
+}

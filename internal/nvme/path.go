@@ -261,21 +261,7 @@ func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress fu
 // overlapping blocks "may be from any of" the ranges). The copier never
 // sends such requests; these are real errors, not reasons to fall back.
 func (s *session) check(dstOff, srcOff, n int64) error {
-	path := s.src.Path + " -> " + s.dst.Path
-	switch {
-	case n < 0 || srcOff < 0 || dstOff < 0:
-		return fmt.Errorf("NVMe Copy %s at offset %d: negative length or offset (%d bytes to offset %d)", path, srcOff, n, dstOff)
-	case srcOff%s.lba != 0 || dstOff%s.lba != 0 || n%s.lba != 0:
-		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes to offset %d are not whole %d-byte blocks", path, srcOff, n, dstOff, s.lba)
-	case srcOff > s.src.Size-n:
-		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes reach past the end of %s (%d bytes)", path, srcOff, n, s.src.Path, s.src.Size)
-	case dstOff > s.dst.Size-n:
-		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes to offset %d reach past the end of %s (%d bytes)", path, srcOff, n, dstOff, s.dst.Path, s.dst.Size)
-	}
-	if d := (s.src.Start + srcOff) - (s.dst.Start + dstOff); n > 0 && d < n && -d < n {
-		return fmt.Errorf("NVMe Copy %s at offset %d: source and destination overlap within one request (%d bytes to offset %d)", path, srcOff, n, dstOff)
-	}
-	return nil
+	return copypath.CheckRequest("NVMe Copy", s.src, s.dst, s.lba, dstOff, srcOff, n)
 }
 
 // run sends cmds, up to s.depth at once, and accounts for them in order.
