@@ -23,6 +23,8 @@
 
 # shellcheck source=test/vm/guest/lib.sh
 . /guest/lib.sh
+# shellcheck source=test/vm/guest/scsi.sh
+. /guest/scsi.sh
 
 wait_for_disks() {
 	i=0
@@ -547,6 +549,11 @@ scenario_mounted_destination() {
 run_all() {
 	wait_for_disks || return
 	report_kernel
+	if [ "$ONLY" = scsi ]; then
+		# BLKCOPY_VM_ONLY=scsi on the host: the SCSI scenarios alone.
+		run_scsi
+		return
+	fi
 	scenario setup_partitions
 	scenario nvme_copy_probe
 	scenario limits
@@ -569,4 +576,6 @@ run_all() {
 	scenario interrupt
 	scenario mounted_destination
 	echo "VMTEST INFO nvme_commands=$NVME_CMDS"
+	# Last: LIO holds the namespaces it exports (T among them) open.
+	run_scsi
 }
