@@ -381,7 +381,7 @@ func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
 // boot runs the VM to its end and returns the guest's console lines,
 // logging each as it arrives so a hung guest shows how far it got.
 func boot(t *testing.T, qemu string, args []string) []string {
-	timeout := 8 * time.Minute
+	timeout := 15 * time.Minute
 	if v := os.Getenv("BLKCOPY_VM_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
