@@ -42,9 +42,8 @@ const (
 	// maxSegmentBlocks: BLOCK DEVICE NUMBER OF BLOCKS is 16 bits (SPC-4
 	// 6.4.6.5), whatever MAXIMUM SEGMENT LENGTH says.
 	maxSegmentBlocks = 0xffff
-	// canaryBytes is the first request, read back before the path is
-	// trusted: one small command, cheap to compare.
-	canaryBytes = 1 << 20
+	// unitBytes is the smallest request and the canary's size.
+	unitBytes = 1 << 20
 )
 
 // Path is SCSI EXTENDED COPY by SG_IO as an offload path. The zero value
@@ -128,7 +127,7 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 	}
 
 	s := &session{src: src, dst: dst, lbs: lbs, cscds: cscds, shape: shape}
-	unit := int64(shape.segBlocks) * lbs
+	seg := shape.segBlocks * lbs
 	req := p.Request
 	if req <= 0 {
 		req = DefaultRequest
@@ -137,11 +136,17 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 	if inFlight <= 0 {
 		inFlight = DefaultInFlight
 	}
+	// The unit is small, not a whole segment: one command cannot be
+	// interrupted, and on a slow LU a segment of 65535 blocks takes
+	// seconds. The copier grows requests from one unit by measured speed
+	// (about 250 ms each) up to Request, whole segments.
+	unit := min(seg, max(lbs, unitBytes/lbs*lbs))
 	s.lim = copypath.Limits{
-		Unit: unit, Align: lbs, Request: max(unit, req/unit*unit), InFlight: inFlight,
+		Unit: unit, Align: lbs, Request: max(seg, req/seg*seg), InFlight: inFlight,
 		// A GOOD status is the copy manager's word; blkcopy has met copy
-		// paths that reported success and moved nothing.
-		Canary: max(lbs, min(unit, canaryBytes/lbs*lbs)),
+		// paths that reported success and moved nothing. One unit: one
+		// small command, cheap to read back.
+		Canary: unit,
 	}
 	s.views = s.views.Add(pagecache.View{File: src.File, Disk: src.Dev.Disk, Start: src.Start, Size: src.Size})
 	s.views = s.views.Add(pagecache.View{File: dst.File, Disk: dst.Dev.Disk, Start: dst.Start, Size: dst.Size})

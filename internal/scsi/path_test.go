@@ -174,8 +174,8 @@ func TestCopyWithinOneLUThroughPartitions(t *testing.T) {
 	dst := endpoint(p2, "sda", true, 200*mib, 100*mib)
 	s := openPair(t, src, dst)
 	lim := s.Limits()
-	if lim.Unit != 31*mib || lim.Align != 512 || lim.Canary != mib || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
-		t.Errorf("limits %+v; want 31 MiB units, 1 MiB canary, 124 MiB requests", lim)
+	if lim.Unit != mib || lim.Align != 512 || lim.Canary != mib || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
+		t.Errorf("limits %+v; want 1 MiB units and canary, 124 MiB requests (four 31 MiB segments)", lim)
 	}
 	tg.events = nil
 	done, err := s.Copy(context.Background(), 4*mib, 0, 70*mib, nil)
