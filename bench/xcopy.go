@@ -96,7 +96,7 @@ func (b *bench) runXCopy(root string) int {
 			return 2
 		}
 	}
-	mods, err := vm.ModuleOrder(modules, []string{"nvme", "configfs", "target_core_iblock", "target_core_file", "tcm_loop", "sd_mod"})
+	mods, err := vm.ModuleOrder(modules, []string{"nvme", "configfs", "target_core_iblock", "target_core_file", "tcm_loop", "sd_mod", "sg"})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
@@ -256,7 +256,7 @@ func (r *xcopyReport) print(w io.Writer) {
 		case x.rc != 0:
 			r.failures = append(r.failures, fmt.Sprintf("%s %s round %d: exit %d: %s", x.c, x.tool, x.round, x.rc, x.errText))
 		case !x.sumOK:
-			r.failures = append(r.failures, fmt.Sprintf("%s %s round %d: the destination does not match the source", x.c, x.tool, x.round))
+			r.failures = append(r.failures, fmt.Sprintf("%s %s round %d: the destination does not match the source (%s)", x.c, x.tool, x.round, x.errText))
 		case x.tool == "blkcopy" && (x.offloaded != r.size || x.path != "scsi-xcopy"):
 			r.failures = append(r.failures, fmt.Sprintf("%s blkcopy round %d: offloaded %d of %d bytes by %q, want all by scsi-xcopy", x.c, x.round, x.offloaded, r.size, x.path))
 		case x.tool == "onload" && x.offloaded != 0:

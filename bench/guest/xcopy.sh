@@ -93,7 +93,7 @@ copy_once() {
 	[ "$src" != "$dst" ] && dst_rd=$((rd1 - rd0))
 	echo "BENCH COPY case=$c tool=$tool round=$round rc=$rc sum=$ok dst_rd_sectors=$dst_rd $(cat /tmp/m 2>/dev/null)"
 	case $tool in blkcopy | onload) echo "BENCH JSON $c $tool $round $(tr -d '\n' </tmp/out)" ;; esac
-	[ "$rc" = 0 ] || echo "BENCH ERR $c $tool $round $(head -c 600 /tmp/err | tr '\n' ' ')"
+	[ "$rc" = 0 ] && [ $ok = 1 ] || echo "BENCH ERR $c $tool $round $(head -c 600 /tmp/err | tr '\n' ' ')"
 }
 
 round=0

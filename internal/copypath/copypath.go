@@ -157,3 +157,58 @@ func CheckRequest(op string, src, dst Endpoint, align, dstOff, srcOff, n int64) 
 	}
 	return nil
 }
+
+// InOrder sends n device commands, send(i) for i = 0..n-1, up to depth of
+// them at once, and tells ok(i) of each success in order of i, from the
+// calling goroutine: a command that succeeded after an earlier one failed
+// is not reported, so what ok saw is always a prefix the caller may count
+// as done. Nothing is retried: after a failure no further command is sent,
+// and those already sent run to their end. It returns nil when all
+// succeeded, else the first failure in order, or ctx's error when it was
+// cancelled before every command was sent.
+func InOrder(ctx context.Context, n, depth int, send func(i int) error, ok func(i int)) error {
+	depth = max(depth, 1)
+	errs := make([]error, n)
+	finished := make([]bool, n)
+	results := make(chan int, n)
+	var (
+		next, inflight, prefix int
+		stop                   error // why no further command is sent
+	)
+	for {
+		for stop == nil && inflight < depth && next < n {
+			if err := ctx.Err(); err != nil {
+				stop = err
+				break
+			}
+			i := next
+			next++
+			inflight++
+			go func() {
+				errs[i] = send(i)
+				results <- i
+			}()
+		}
+		if inflight == 0 {
+			break
+		}
+		i := <-results
+		inflight--
+		finished[i] = true
+		if errs[i] != nil && stop == nil {
+			stop = errs[i]
+		}
+		for prefix < n && finished[prefix] && errs[prefix] == nil {
+			ok(prefix)
+			prefix++
+		}
+	}
+	switch {
+	case prefix == n:
+		return nil
+	case prefix < next:
+		return errs[prefix] // the first failure in order
+	default:
+		return stop // cancelled before the rest was sent
+	}
+}

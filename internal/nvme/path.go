@@ -266,57 +266,18 @@ func (s *session) check(dstOff, srcOff, n int64) error {
 
 // run sends cmds, up to s.depth at once, and accounts for them in order.
 func (s *session) run(ctx context.Context, cmds []copyCmd, dstOff, srcOff int64, progress func(int64)) (int64, error) {
-	errs := make([]error, len(cmds))
-	finished := make([]bool, len(cmds))
-	results := make(chan int, len(cmds))
-	var (
-		next, inflight, prefix int
-		done                   int64
-		stop                   error // why no further command is sent
-	)
-	for {
-		for stop == nil && inflight < s.depth && next < len(cmds) {
-			if err := ctx.Err(); err != nil {
-				stop = err
-				break
-			}
-			i := next
-			next++
-			inflight++
-			s.requests.Add(1)
-			go func() {
-				errs[i] = s.send(cmds[i], dstOff, srcOff)
-				results <- i
-			}()
+	var done int64
+	err := copypath.InOrder(ctx, len(cmds), s.depth, func(i int) error {
+		s.requests.Add(1)
+		return s.send(cmds[i], dstOff, srcOff)
+	}, func(i int) {
+		b := cmds[i].blocks * s.lba
+		done += b
+		if progress != nil {
+			progress(b)
 		}
-		if inflight == 0 {
-			break
-		}
-		i := <-results
-		inflight--
-		finished[i] = true
-		if errs[i] != nil && stop == nil {
-			// Nothing is retried: a failure stops the request, and the
-			// commands already sent run to their end.
-			stop = errs[i]
-		}
-		for prefix < len(cmds) && finished[prefix] && errs[prefix] == nil {
-			b := cmds[prefix].blocks * s.lba
-			done += b
-			if progress != nil {
-				progress(b)
-			}
-			prefix++
-		}
-	}
-	switch {
-	case prefix == len(cmds):
-		return done, nil
-	case prefix < next:
-		return done, errs[prefix] // the first failure in order
-	default:
-		return done, stop // cancelled before the rest was sent
-	}
+	})
+	return done, err
 }
 
 // send runs one Copy command through the destination's descriptor (the one

@@ -29,12 +29,18 @@ import (
 const (
 	// DefaultRequest caps one Copy call: a few commands, which LIO runs in
 	// 55-372 ms each under QEMU and arrays faster, so progress and
-	// interrupts stay live.
+	// interrupts stay live. (Rounded down to whole segments: 124 MiB, four
+	// commands, on LIO with 512-byte blocks.)
 	DefaultRequest = 128 << 20
 	// DefaultInFlight is how many Copy calls the copier may run at once
 	// on ranges that do not overlap: the copy manager (LIO's xcopy work
 	// queue) runs commands of several callers at once.
 	DefaultInFlight = 2
+	// DefaultDepth is how many commands one Copy call keeps in flight:
+	// with several calls at once, up to InFlight x Depth commands run in
+	// the copy manager; when the ranges overlap the copier runs one call
+	// at a time and Depth alone keeps the copy manager busy.
+	DefaultDepth = 4
 	// maxSegmentsPerCommand caps the segments packed into one command
 	// where the copy manager takes several (LIO takes one): one command
 	// cannot be interrupted, so it should stay short.
@@ -51,6 +57,7 @@ const (
 type Path struct {
 	Request  int64 // most bytes in one Copy call (0: DefaultRequest)
 	InFlight int   // Copy calls at once (0: DefaultInFlight)
+	Depth    int   // commands at once within one Copy call (0: DefaultDepth)
 }
 
 // Name is the path's name in JSON (offload_path) and --offload-path.
@@ -126,7 +133,10 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 		return nil, err
 	}
 
-	s := &session{src: src, dst: dst, lbs: lbs, cscds: cscds, shape: shape}
+	s := &session{src: src, dst: dst, lbs: lbs, cscds: cscds, shape: shape, depth: p.Depth}
+	if s.depth <= 0 {
+		s.depth = DefaultDepth
+	}
 	seg := shape.segBlocks * lbs
 	req := p.Request
 	if req <= 0 {
@@ -262,6 +272,7 @@ type session struct {
 	lbs      int64
 	cscds    []cscd // source first; one when both ends are one LU
 	shape    copyShape
+	depth    int
 	lim      copypath.Limits
 	views    pagecache.Set
 	disks    []*os.File // whole-disk nodes opened for views
@@ -283,8 +294,9 @@ func (s *session) Close() error {
 }
 
 // Copy copies n bytes from srcOff to dstOff (offsets in the opened files)
-// with EXTENDED COPY commands, one after the other, and returns the bytes
-// of the commands that succeeded before the first that did not. A failed
+// with EXTENDED COPY commands, up to the session's depth of them at once,
+// and returns the bytes of the commands that succeeded, in order, before
+// the first that did not. A failed
 // command may have copied part of its range; that part is not counted (the
 // caller redoes it: copying the same bytes twice is harmless, counting
 // bytes that were not copied is not).
@@ -299,21 +311,25 @@ func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress fu
 	if err := s.writeBack(srcAbs, dstAbs, n); err != nil {
 		return 0, err
 	}
+	// The commands of one call run at once, up to the depth: they cannot
+	// meet each other, since the copier hands a call ranges that do not
+	// overlap (no longer than the distance on one LU), and LIO runs each
+	// in a work item of its own.
+	cmds := splitCopy(uint64(srcAbs/s.lbs), uint64(dstAbs/s.lbs), n/s.lbs, s.shape)
+	offs := make([]int64, len(cmds))
+	for i := 1; i < len(cmds); i++ {
+		offs[i] = offs[i-1] + cmds[i-1].blocks*s.lbs
+	}
 	var done int64
-	var err error
-	for _, c := range splitCopy(uint64(srcAbs/s.lbs), uint64(dstAbs/s.lbs), n/s.lbs, s.shape) {
-		if err = ctx.Err(); err != nil {
-			break
-		}
-		if err = s.send(c, dstOff+done, srcOff+done); err != nil {
-			break
-		}
-		b := c.blocks * s.lbs
+	err := copypath.InOrder(ctx, len(cmds), s.depth, func(i int) error {
+		return s.send(cmds[i], dstOff+offs[i], srcOff+offs[i])
+	}, func(i int) {
+		b := cmds[i].blocks * s.lbs
 		done += b
 		if progress != nil {
 			progress(b)
 		}
-	}
+	})
 	// Drop the destination's cached pages whatever happened: a failed
 	// command may have written part of its range.
 	if derr := s.views.Drop(dropRange, "EXTENDED COPY", s.dst.Dev.Disk, dstAbs, n); derr != nil {

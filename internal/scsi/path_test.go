@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/blkcopy/blkcopy/internal/copypath"
@@ -28,6 +29,7 @@ type lu struct {
 // fakeTarget answers SCSI commands for LUs by file and records what
 // happens to the data and the cache, in order.
 type fakeTarget struct {
+	mu     sync.Mutex // commands may come from several goroutines
 	t      *testing.T
 	lus    map[*os.File]*lu
 	names  map[*os.File]string
@@ -50,6 +52,8 @@ func newTarget(t *testing.T) *fakeTarget {
 }
 
 func (tg *fakeTarget) event(format string, args ...any) {
+	tg.mu.Lock()
+	defer tg.mu.Unlock()
 	tg.events = append(tg.events, fmt.Sprintf(format, args...))
 }
 
@@ -133,8 +137,10 @@ func (tg *fakeTarget) execute(f *os.File, req *request) (response, error) {
 		tg.event("xcopy via %s: %d cscd, blocks %d from %d to %d, ids %d->%d", tg.names[f], cl/32,
 			binary.BigEndian.Uint16(seg[10:]), binary.BigEndian.Uint64(seg[12:]), binary.BigEndian.Uint64(seg[20:]),
 			binary.BigEndian.Uint16(seg[4:]), binary.BigEndian.Uint16(seg[6:]))
+		tg.mu.Lock()
 		n := tg.sent
 		tg.sent++
+		tg.mu.Unlock()
 		if tg.xcopy != nil {
 			return tg.xcopy(n), nil
 		}
@@ -155,7 +161,8 @@ func endpoint(f *os.File, disk string, part bool, start, size int64) copypath.En
 
 func openPair(t *testing.T, src, dst copypath.Endpoint) *session {
 	t.Helper()
-	s, err := Path{}.Open(copypath.Pair{Src: src, Dst: dst})
+	// One command at a time: the fake's record is then in command order.
+	s, err := Path{Depth: 1}.Open(copypath.Pair{Src: src, Dst: dst})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -347,5 +354,35 @@ func TestCancelStopsBetweenCommands(t *testing.T) {
 	done, err := s.Copy(ctx, 0, 0, 93*mib, nil)
 	if done != 31*mib || err != context.Canceled || s.Requests() != 1 {
 		t.Errorf("Copy = %d, %v after %d commands; want 31 MiB, context.Canceled, 1", done, err, s.Requests())
+	}
+}
+
+// Several commands of one call run at once; what is counted done is still
+// the prefix before the first failure, in order, whatever finished later.
+func TestCommandsInFlightCountOnlyTheInOrderPrefix(t *testing.T) {
+	tg := newTarget(t)
+	tg.xcopy = func(int) response { return response{} }
+	a, b := tg.file("sda", lio(0xaa)), tg.file("sdb", lio(0xbb))
+	s, err := Path{Depth: 4}.Open(copypath.Pair{Src: endpoint(a, "sda", false, 0, 1<<30), Dst: endpoint(b, "sdb", false, 0, 1<<30)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The second command by LBA fails; the others succeed.
+	tg.xcopy = nil
+	fail := checkCondition("70 00 0a 00000000 0a 00000000 0d 02 00 000000")
+	execOK := execute
+	execute = func(f *os.File, req *request) (response, error) {
+		if req.cdb[0] == opExtendedCopy && binary.BigEndian.Uint64(req.data[16+64+12:]) == 31*2048 {
+			return fail, nil
+		}
+		return execOK(f, req)
+	}
+	done, err := s.Copy(context.Background(), 0, 0, 124*mib, nil)
+	if done != 31*mib || !copypath.IsUnavailable(err) {
+		t.Errorf("Copy = %d, %v; want 31 MiB (the first command) and unavailable", done, err)
+	}
+	if s.Requests() != 4 {
+		t.Errorf("%d commands sent, want all 4 (sent at once)", s.Requests())
 	}
 }
