@@ -29,9 +29,14 @@ var xcopyToolNames = map[string]string{
 	"blkcopy":  "blkcopy (auto: XCOPY)",
 	"onload":   "blkcopy --mode onload",
 	"dd":       "dd bs=4M direct",
-	"sg_xcopy": "sg_xcopy bpt=65535",
-	"ddpt":     "ddpt oflag=xcopy bpt=65535",
+	"sg_xcopy": "sg_xcopy bpt=63488",
+	"ddpt":     "ddpt oflag=xcopy bpt=63488",
 }
+
+// sgBPT is the blocks per EXTENDED COPY given to sg_xcopy and ddpt: what
+// blkcopy puts in one segment on LIO (31 MiB of 512-byte blocks), so that
+// the tools differ in how they send commands, not in their size.
+const sgBPT = 63488
 
 var xcopyCases = []string{"iblock_same", "iblock_across", "fileio_same"}
 
@@ -123,8 +128,8 @@ func (b *bench) runXCopy(root string) int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
-	env := fmt.Sprintf("SIZE=%d\nRUNS=%d\nWARMUP=%d\nTOOLS='%s'\nSRC_MD5=%s\nDISK_L='bench-l 1'\nDISK_M='bench-l 2'\n",
-		cfg.size, cfg.runs, cfg.warmup, strings.Join(xcopyTools, " "), sum)
+	env := fmt.Sprintf("SIZE=%d\nRUNS=%d\nWARMUP=%d\nTOOLS='%s'\nSRC_MD5=%s\nDISK_L='bench-l 1'\nDISK_M='bench-l 2'\nBPT=%d\n",
+		cfg.size, cfg.runs, cfg.warmup, strings.Join(xcopyTools, " "), sum, sgBPT)
 	rd.AddFile("guest/env", 0o644, []byte(env))
 	initrd := filepath.Join(work, "initramfs.cpio")
 	if err := writeFile(initrd, rd); err != nil {
@@ -253,6 +258,10 @@ func (r *xcopyReport) print(w io.Writer) {
 		time.Now().Format("2006-01-02"), size.Format(r.size), r.kernel, r.counted, r.warmup, r.elapsed.Round(time.Second))
 	for _, x := range r.runs {
 		switch {
+		case x.tool != "blkcopy" && x.tool != "onload" && (x.rc != 0 || !x.sumOK):
+			// Another tool's failure is a finding about that tool, not
+			// blkcopy's: it is left out of the medians and noted.
+			r.notes = append(r.notes, fmt.Sprintf("%s %s round %d: exit %d, destination right: %v; left out (%s)", x.c, x.tool, x.round, x.rc, x.sumOK, x.errText))
 		case x.rc != 0:
 			r.failures = append(r.failures, fmt.Sprintf("%s %s round %d: exit %d: %s", x.c, x.tool, x.round, x.rc, x.errText))
 		case !x.sumOK:

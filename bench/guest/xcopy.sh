@@ -60,7 +60,7 @@ while ! { S0=$(sd_of_lun 0) && S1=$(sd_of_lun 1) && S2=$(sd_of_lun 2); } && [ $i
 	i=$((i + 1))
 done
 mdev -s
-echo "BENCH INFO kernel=$(uname -r) iblock=$S0,$S1 fileio=$S2"
+echo "BENCH INFO kernel=$(uname -r) iblock=$S0,$S1 fileio=$S2 sg=$(ls /sys/class/scsi_generic 2>&1 | tr '\n' ,) dev_sg=$(ls /dev/sg* 2>&1 | tr '\n' ,)"
 blkcopy limits "$S0" | sed 's/^/limits: /'
 # The fileio LU's source: the same bytes as the iblock LU's.
 blkcopy "$S0" "$S2" --len "$SIZE" --mode onload --progress never --quiet || echo "BENCH FAIL filling $S2"
@@ -69,18 +69,27 @@ blkcopy "$S0" "$S2" --len "$SIZE" --mode onload --progress never --quiet || echo
 # range is always [0, SIZE)).
 CASES="iblock_same:$S0:$S0:$SIZE iblock_across:$S0:$S1:0 fileio_same:$S2:$S2:$SIZE"
 
+# sg_of DEV prints the sg node of an sd disk (sg_xcopy and ddpt address
+# LUs by their SCSI generic nodes).
+sg_of() {
+	for g in /sys/block/${1##*/}/device/scsi_generic/sg*; do
+		[ -e "$g" ] && echo "/dev/${g##*/}" && return 0
+	done
+	echo "$1"
+}
+
 copy_once() {
 	c=$1 tool=$2 round=$3 src=$4 dst=$5 doff=$6
 	n=$((SIZE / 512))
+	sgsrc=$(sg_of "$src") sgdst=$(sg_of "$dst")
 	case $tool in
 	blkcopy) set -- blkcopy "$src" "$dst" --src-offset 0 --dst-offset "$doff" --len "$SIZE" --json --progress never ;;
 	onload) set -- blkcopy "$src" "$dst" --src-offset 0 --dst-offset "$doff" --len "$SIZE" --json --progress never --mode onload ;;
 	dd) set -- dd if="$src" of="$dst" bs=4M count=$((SIZE / (4 * MiB))) seek=$((doff / (4 * MiB))) iflag=direct oflag=direct conv=fsync status=none ;;
-	# Both sg3_utils tools with their largest segment (65535 blocks: the
-	# 16-bit count; their defaults are 128 blocks per command), the
-	# command sent to the destination as blkcopy does.
-	sg_xcopy) set -- sg_xcopy if="$src" of="$dst" bs=512 bpt=65535 count=$n skip=0 seek=$((doff / 512)) ;;
-	ddpt) set -- ddpt if="$src" of="$dst" bs=512 bpt=65535 count=$n skip=0 seek=$((doff / 512)) oflag=xcopy,pt iflag=pt ;;
+	# Both sg3_utils tools with BPT blocks per command (their default is
+	# 128), the command sent to the destination as blkcopy does.
+	sg_xcopy) set -- sg_xcopy if="$sgsrc" of="$sgdst" bs=512 bpt=$BPT count=$n skip=0 seek=$((doff / 512)) ;;
+	ddpt) set -- ddpt if="$sgsrc" of="$sgdst" bs=512 bpt=$BPT count=$n skip=0 seek=$((doff / 512)) oflag=xcopy ;;
 	esac
 	vmhelper zero "$dst" "$doff" "$SIZE" || echo "BENCH FAIL zero $dst $doff+$SIZE"
 	rd0=$(awk '{print $3}' "/sys/block/${dst##*/}/stat")

@@ -48,8 +48,10 @@ const (
 	// maxSegmentBlocks: BLOCK DEVICE NUMBER OF BLOCKS is 16 bits (SPC-4
 	// 6.4.6.5), whatever MAXIMUM SEGMENT LENGTH says.
 	maxSegmentBlocks = 0xffff
-	// unitBytes is the smallest request and the canary's size.
-	unitBytes = 1 << 20
+	// unitBytes is the smallest request after the canary; canaryBytes the
+	// canary's size.
+	unitBytes   = 8 << 20
+	canaryBytes = 1 << 20
 )
 
 // Path is SCSI EXTENDED COPY by SG_IO as an offload path. The zero value
@@ -146,17 +148,20 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 	if inFlight <= 0 {
 		inFlight = DefaultInFlight
 	}
-	// The unit is small, not a whole segment: one command cannot be
-	// interrupted, and on a slow LU a segment of 65535 blocks takes
-	// seconds. The copier grows requests from one unit by measured speed
-	// (about 250 ms each) up to Request, whole segments.
+	// The unit, where requests start after the canary, is 8 MiB, not a
+	// whole segment: one command cannot be interrupted, and on a slow LU
+	// a segment of 65535 blocks takes seconds. Smaller is slower: under
+	// QEMU, 1 MiB units made a 64 MiB copy on LIO take 11 commands and
+	// 0.5 s where whole segments took 4 commands and 0.3 s. The copier
+	// grows requests from the unit by measured speed (about 250 ms each)
+	// up to Request, whole segments.
 	unit := min(seg, max(lbs, unitBytes/lbs*lbs))
 	s.lim = copypath.Limits{
 		Unit: unit, Align: lbs, Request: max(seg, req/seg*seg), InFlight: inFlight,
 		// A GOOD status is the copy manager's word; blkcopy has met copy
-		// paths that reported success and moved nothing. One unit: one
-		// small command, cheap to read back.
-		Canary: unit,
+		// paths that reported success and moved nothing. One small
+		// command, cheap to read back.
+		Canary: min(unit, max(lbs, canaryBytes/lbs*lbs)),
 	}
 	s.views = s.views.Add(pagecache.View{File: src.File, Disk: src.Dev.Disk, Start: src.Start, Size: src.Size})
 	s.views = s.views.Add(pagecache.View{File: dst.File, Disk: dst.Dev.Disk, Start: dst.Start, Size: dst.Size})

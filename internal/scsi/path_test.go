@@ -181,8 +181,8 @@ func TestCopyWithinOneLUThroughPartitions(t *testing.T) {
 	dst := endpoint(p2, "sda", true, 200*mib, 100*mib)
 	s := openPair(t, src, dst)
 	lim := s.Limits()
-	if lim.Unit != mib || lim.Align != 512 || lim.Canary != mib || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
-		t.Errorf("limits %+v; want 1 MiB units and canary, 124 MiB requests (four 31 MiB segments)", lim)
+	if lim.Unit != 8*mib || lim.Align != 512 || lim.Canary != mib || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
+		t.Errorf("limits %+v; want 8 MiB units, a 1 MiB canary, 124 MiB requests (four 31 MiB segments)", lim)
 	}
 	tg.events = nil
 	done, err := s.Copy(context.Background(), 4*mib, 0, 70*mib, nil)
