@@ -9,12 +9,16 @@
 #         designator, so EXTENDED COPY cannot name it (onload)
 #   LU 4  iblock over the throttled NVMe namespace T (8 MiB/s): a copy on
 #         it lasts seconds, for the interrupt
+#   LU 5  fileio over /tmp/lu5.img (32 MiB), unit serial, exported by a
+#         second tcm_loop target (its own SCSI host and I_T nexus): the
+#         copy manager of one nexus does not reach the LUs of the other
 # Run after the NVMe scenarios: LIO holds its iblock namespaces open.
 
 CFG=/sys/kernel/config/target
 LOOP_WWN=naa.5001405000000a01
 NEXUS_WWN=naa.5001405000000b01
 TPG=$CFG/loopback/$LOOP_WWN/tpgt_1
+TPG2=$CFG/loopback/naa.5001405000000a02/tpgt_1
 SCSI_CMDS=0 # EXTENDED COPY commands blkcopy reported (offload_requests)
 SCSI_OK=0   # the target came up
 
@@ -28,9 +32,11 @@ lio_backstore() {
 	echo 1 >"$d/attrib/emulate_3pc" || return 1
 }
 
-# lio_lun N HBA NAME: export a backstore as LUN N of the tcm_loop target.
+# lio_lun N HBA NAME [TPG]: export a backstore as LUN N of the tcm_loop
+# target (the first one unless TPG).
 lio_lun() {
-	mkdir -p "$TPG/lun/lun_$1" && ln -s "$CFG/core/$2/$3" "$TPG/lun/lun_$1/$3"
+	tpg=${4:-$TPG}
+	mkdir -p "$tpg/lun/lun_$1" && ln -s "$CFG/core/$2/$3" "$tpg/lun/lun_$1/$3"
 }
 
 # sd_of_lun N prints /dev/sdX for LUN N of the (only) tcm_loop host.
@@ -69,9 +75,15 @@ scenario_scsi_setup() {
 	lio_backstore iblock_4 lu4 "udev_path=$T" 5ca1ab1e0004 || fail "iblock backstore over $T"
 	lio_lun 0 iblock_0 lu0 && lio_lun 1 iblock_1 lu1 && lio_lun 2 fileio_2 lu2 &&
 		lio_lun 3 fileio_3 lu3 && lio_lun 4 iblock_4 lu4 || fail "LUN links"
+	# A second target with its own nexus; its LUN number (5) is unique
+	# among both, so sd_of_lun finds it.
+	dd if=/dev/zero of=/tmp/lu5.img bs=1M count=0 seek=32 status=none
+	mkdir -p "$TPG2" && echo naa.5001405000000b02 >"$TPG2/nexus" || fail "second tcm_loop target"
+	lio_backstore fileio_5 lu5 "fd_dev_name=/tmp/lu5.img,fd_dev_size=$((32 * MiB))" 5ca1ab1e0005 || fail "fileio backstore of the second target"
+	lio_lun 5 fileio_5 lu5 "$TPG2" || fail "LUN link of the second target"
 	i=0
 	while [ $i -lt 100 ]; do
-		S0=$(sd_of_lun 0) && S1=$(sd_of_lun 1) && S2=$(sd_of_lun 2) && S3=$(sd_of_lun 3) && S4=$(sd_of_lun 4) && break
+		S0=$(sd_of_lun 0) && S1=$(sd_of_lun 1) && S2=$(sd_of_lun 2) && S3=$(sd_of_lun 3) && S4=$(sd_of_lun 4) && S5=$(sd_of_lun 5) && break
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -80,7 +92,7 @@ scenario_scsi_setup() {
 		return
 	fi
 	mdev -s
-	echo "LIO LUs: iblock $S0 ($L) $S1 ($M), fileio $S2, fileio without serial $S3, throttled iblock $S4 ($T)"
+	echo "LIO LUs: iblock $S0 ($L) $S1 ($M), fileio $S2, fileio without serial $S3, throttled iblock $S4 ($T), fileio behind another nexus $S5"
 	SCSI_OK=1
 }
 
@@ -206,6 +218,24 @@ scenario_scsi_copy_no_designator() {
 	expect_eq "--mode offload on an LU without designator: exit status" 3 "$?"
 }
 
+# LUs behind two nexuses: both announce 3PC and have a designator, so
+# blkcopy tries; the copy manager of the destination's nexus cannot reach
+# the source LU and aborts the first command (COPY ABORTED, copy target
+# device not reachable): the copy falls back to onload at that byte and
+# says why.
+scenario_scsi_copy_unreachable() {
+	scsi || return 0
+	copy_check "$S0" $((20 * MiB)) "$S5" $((4 * MiB)) $((4 * MiB)) none
+	count_scsi_cmds "$out"
+	case $(echo "$out" | json_field offload_disabled_reason) in
+	*"not reachable"*) ;;
+	*) fail "offload_disabled_reason does not say the copy target is not reachable: $out" ;;
+	esac
+	blkcopy "$S0" "$S5" --src-offset 0 --dst-offset $((8 * MiB)) --len "$MiB" --mode offload --progress never 2>/tmp/err
+	expect_eq "--mode offload between LUs the copy manager cannot reach: exit status" 3 "$?"
+	cat /tmp/err
+}
+
 scenario_scsi_offload_mode() {
 	scsi || return 0
 	guard_set "$S0" $((64 * MiB)) $((8 * MiB))
@@ -315,6 +345,7 @@ run_scsi() {
 	scenario scsi/copy/unaligned
 	scenario scsi/copy/partitions
 	scenario scsi/copy/no_designator
+	scenario scsi/copy/unreachable
 	scenario scsi/offload_mode
 	scenario scsi/past_end
 	scenario scsi/page_cache
