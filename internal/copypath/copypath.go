@@ -212,3 +212,31 @@ func InOrder(ctx context.Context, n, depth int, send func(i int) error, ok func(
 		return stop // cancelled before the rest was sent
 	}
 }
+
+// Passthrough is the frame of a Copy by device commands that bypass the
+// page cache (NVMe Copy, SCSI EXTENDED COPY): refuse what the contract
+// forbids (check), write back cached pages of both ranges, send the
+// commands, and drop the destination's cached pages whatever happened, for
+// a failed command may have written part of its range. A failure to drop
+// is reported with a real error, and instead of an "unavailable" one: the
+// fallback would leave stale pages too.
+func Passthrough(ctx context.Context, n int64, check, writeBack func() error, send func() (int64, error), drop func() error) (int64, error) {
+	if err := check(); err != nil || n == 0 {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := writeBack(); err != nil {
+		return 0, err
+	}
+	done, err := send()
+	if derr := drop(); derr != nil {
+		if err != nil && !IsUnavailable(err) {
+			err = errors.Join(err, derr)
+		} else {
+			err = derr
+		}
+	}
+	return done, err
+}

@@ -230,28 +230,15 @@ func (s *session) Close() error {
 // command may have copied (the caller redoes it; copying the same bytes
 // twice is harmless, counting bytes that were not copied is not).
 func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
-	if err := s.check(dstOff, srcOff, n); err != nil || n == 0 {
-		return 0, err
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	srcAbs, dstAbs := s.src.Start+srcOff, s.dst.Start+dstOff
-	if err := s.writeBack(srcAbs, dstAbs, n); err != nil {
-		return 0, err
-	}
-	cmds := splitCopy(uint64(srcAbs/s.lba), uint64(dstAbs/s.lba), n/s.lba, s.shape)
-	done, err := s.run(ctx, cmds, dstOff, srcOff, progress)
-	// Drop the destination's cached pages whatever happened: a failed
-	// command may have written part of its range.
-	if derr := s.drop(dstAbs, n); derr != nil {
-		if err != nil && !copypath.IsUnavailable(err) {
-			err = errors.Join(err, derr)
-		} else {
-			err = derr
-		}
-	}
-	return done, err
+	return copypath.Passthrough(ctx, n,
+		func() error { return s.check(dstOff, srcOff, n) },
+		func() error { return s.writeBack(srcAbs, dstAbs, n) },
+		func() (int64, error) {
+			cmds := splitCopy(uint64(srcAbs/s.lba), uint64(dstAbs/s.lba), n/s.lba, s.shape)
+			return s.run(ctx, cmds, dstOff, srcOff, progress)
+		},
+		func() error { return s.drop(dstAbs, n) })
 }
 
 // check refuses requests outside the contract: misaligned, past either

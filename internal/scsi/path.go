@@ -306,20 +306,19 @@ func (s *session) Close() error {
 // caller redoes it: copying the same bytes twice is harmless, counting
 // bytes that were not copied is not).
 func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
-	if err := s.check(dstOff, srcOff, n); err != nil || n == 0 {
-		return 0, err
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	srcAbs, dstAbs := s.src.Start+srcOff, s.dst.Start+dstOff
-	if err := s.writeBack(srcAbs, dstAbs, n); err != nil {
-		return 0, err
-	}
-	// The commands of one call run at once, up to the depth: they cannot
-	// meet each other, since the copier hands a call ranges that do not
-	// overlap (no longer than the distance on one LU), and LIO runs each
-	// in a work item of its own.
+	return copypath.Passthrough(ctx, n,
+		func() error { return s.check(dstOff, srcOff, n) },
+		func() error { return s.writeBack(srcAbs, dstAbs, n) },
+		func() (int64, error) { return s.run(ctx, srcAbs, dstAbs, dstOff, srcOff, n, progress) },
+		func() error { return s.views.Drop(dropRange, "EXTENDED COPY", s.dst.Dev.Disk, dstAbs, n) })
+}
+
+// run sends the commands of one call at once, up to the depth: they
+// cannot meet each other, since the copier hands a call ranges that do not
+// overlap (no longer than the distance on one LU), and LIO runs each in a
+// work item of its own.
+func (s *session) run(ctx context.Context, srcAbs, dstAbs, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
 	cmds := splitCopy(uint64(srcAbs/s.lbs), uint64(dstAbs/s.lbs), n/s.lbs, s.shape)
 	offs := make([]int64, len(cmds))
 	for i := 1; i < len(cmds); i++ {
@@ -335,15 +334,6 @@ func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress fu
 			progress(b)
 		}
 	})
-	// Drop the destination's cached pages whatever happened: a failed
-	// command may have written part of its range.
-	if derr := s.views.Drop(dropRange, "EXTENDED COPY", s.dst.Dev.Disk, dstAbs, n); derr != nil {
-		if err != nil && !copypath.IsUnavailable(err) {
-			err = errors.Join(err, derr)
-		} else {
-			err = derr
-		}
-	}
 	return done, err
 }
 
