@@ -64,9 +64,10 @@ var disks = []disk{
 	{id: "N", ctrl: "nvme-n", nsid: 1, size: 32 * mib, lbs: 512, mssrl: 0, mcl: 0, msrc: 0},
 	// L and M back the Linux SCSI target's iblock LUs (guest/scsi.sh):
 	// real block devices under LIO, so its forward copy loop meets real
-	// overlap.
-	{id: "L", ctrl: "nvme-l", nsid: 1, size: 128 * mib, lbs: 512, mssrl: 256, mcl: 1024, msrc: 7},
-	{id: "M", ctrl: "nvme-l", nsid: 2, size: 128 * mib, lbs: 512, mssrl: 256, mcl: 1024, msrc: 7},
+	// overlap. Namespace IDs 5 and 6: QEMU's read trace names no
+	// controller, and host_reads_in_trace counts namespace 2's reads (B).
+	{id: "L", ctrl: "nvme-l", nsid: 5, size: 128 * mib, lbs: 512, mssrl: 256, mcl: 1024, msrc: 7},
+	{id: "M", ctrl: "nvme-l", nsid: 6, size: 128 * mib, lbs: 512, mssrl: 256, mcl: 1024, msrc: 7},
 }
 
 // The host_reads scenario copies hostReadLen bytes within namespace B (the
