@@ -162,8 +162,12 @@ func (c *crasher) restore(t *testing.T) {
 const crashPiece = 16 << 10
 
 // onload is an onload engine for the crasher: it writes the chunk in
-// pieces in a random order (as several workers may) and reports the
-// written prefix as it grows, like the real engine.
+// pieces, each a random one of the next four not yet written (as a ring
+// of workers does), taking about as long as a fast device, and reports
+// the written prefix as it grows, like the real engine. The pace matters:
+// with the pieces in any order, or written in a few microseconds each,
+// the prefix hardly grows before the crash and the checkpoints, on their
+// own goroutine, are never tested.
 func (c *crasher) onload(ctx context.Context, dst, src onload.Endpoint, dstOff, srcOff, n int64, o onload.Options) (int64, error) {
 	buf := make([]byte, n)
 	if _, err := src.File.ReadAt(buf, srcOff); err != nil {
@@ -172,7 +176,8 @@ func (c *crasher) onload(ctx context.Context, dst, src onload.Endpoint, dstOff, 
 	pieces := int((n + crashPiece - 1) / crashPiece)
 	done := make([]bool, pieces)
 	prefix := 0
-	for _, i := range rand.Perm(pieces) {
+	for _, i := range windowed(pieces, 4) {
+		time.Sleep(50 * time.Microsecond)
 		lo, hi := int64(i)*crashPiece, min(int64(i+1)*crashPiece, n)
 		if err := c.write(dst.File, buf[lo:hi], dstOff+lo); err != nil {
 			return min(int64(prefix)*crashPiece, n), err
@@ -187,6 +192,23 @@ func (c *crasher) onload(ctx context.Context, dst, src onload.Endpoint, dstOff, 
 		}
 	}
 	return n, nil
+}
+
+// windowed returns 0..n-1 in an order where each is a random one of the
+// lowest w not yet taken.
+func windowed(n, w int) []int {
+	order := make([]int, 0, n)
+	var window []int
+	for next := 0; len(order) < n; {
+		for len(window) < w && next < n {
+			window = append(window, next)
+			next++
+		}
+		k := rand.IntN(len(window))
+		order = append(order, window[k])
+		window = append(window[:k], window[k+1:]...)
+	}
+	return order
 }
 
 // crashPath is an offload path whose requests write through the crasher,
