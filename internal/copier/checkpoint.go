@@ -165,6 +165,9 @@ func (e *endpoint) identity(isDst bool) state.Endpoint {
 	id := state.Endpoint{Path: p, Kind: state.File, Device: majMin(e.devno), Inode: e.ino, Size: e.size}
 	if e.block {
 		id.Kind, id.Device, id.Inode = state.Block, majMin(e.rdev), 0
+		if e.dev != nil {
+			id.ID = e.dev.StableID()
+		}
 	} else if isDst {
 		id.Size = 0 // a destination file may grow; its inode is what counts
 	}

@@ -29,7 +29,7 @@ const Version = 1
 
 // Kinds of endpoint.
 const (
-	Block = "block" // block device: identified by its device number and size
+	Block = "block" // block device: identified by its stable ID (else its device number) and size
 	File  = "file"  // regular file: by its file system's device and inode
 )
 
@@ -48,6 +48,13 @@ type Endpoint struct {
 	// device, or the device (st_dev) of the file system holding a file.
 	Device string `json:"device"`
 	Inode  uint64 `json:"inode,omitempty"` // regular files
+	// ID names a block device across reboots (sysfs.Device.StableID: its
+	// WWID, loop backing file or dm UUID, and a partition's start), ""
+	// when it has none. After a crash or power cut the machine reboots,
+	// and the device's number and /dev name may then belong to another
+	// disk: when both the record and the request have an ID, it is what
+	// must match, not the path or the number.
+	ID string `json:"id,omitempty"`
 	// Size in bytes: a block device's, or a source file's. A destination
 	// file may grow during the copy, so its size is not part of it (0).
 	Size int64 `json:"size"`
@@ -157,9 +164,13 @@ func (s *State) Check(path string, want Copy) error {
 		side      string
 		got, want Endpoint
 	}{{"source", s.Src, want.Src}, {"destination", s.Dst, want.Dst}} {
-		differs(e.side+" path", e.got.Path, e.want.Path)
+		if e.got.ID != "" && e.want.ID != "" {
+			differs(e.side+" identity", e.got.ID, e.want.ID)
+		} else {
+			differs(e.side+" path", e.got.Path, e.want.Path)
+			differs(e.side+" device", e.got.Device, e.want.Device)
+		}
 		differs(e.side+" kind", e.got.Kind, e.want.Kind)
-		differs(e.side+" device", e.got.Device, e.want.Device)
 		differs(e.side+" inode", e.got.Inode, e.want.Inode)
 		differs(e.side+" size", e.got.Size, e.want.Size)
 	}

@@ -226,3 +226,35 @@ func TestCheckNamesWhatDiffers(t *testing.T) {
 		})
 	}
 }
+
+// A power cut means a reboot, after which the kernel may number and name
+// the disks differently: a recorded stable ID decides, not the path.
+func TestCheckMatchesBlockDevicesByStableIDAcrossReboots(t *testing.T) {
+	rec := sample()
+	rec.Src = Endpoint{Path: "/dev/nvme0n1", Kind: Block, Device: "259:0", Size: 4 << 20, ID: "wwid:eui.0011223344556677"}
+	tests := []struct {
+		name string
+		edit func(e *Endpoint)
+		want string // "" = same copy
+	}{
+		{"the same disk, renamed and renumbered", func(e *Endpoint) { e.Path, e.Device = "/dev/nvme1n1", "259:3" }, ""},
+		{"another disk now at the recorded name", func(e *Endpoint) { e.ID = "wwid:eui.8899aabbccddeeff" },
+			`source identity differs (state "wwid:eui.0011223344556677", request "wwid:eui.8899aabbccddeeff")`},
+		{"no ID now (no sysfs): number and path decide", func(e *Endpoint) { e.ID, e.Device = "", "259:3" },
+			`source device differs (state "259:0", request "259:3")`},
+		{"the same disk, resized", func(e *Endpoint) { e.Size = 8 << 20 }, "source size differs (state 4194304, request 8388608)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := rec.Copy
+			tt.edit(&want.Src)
+			err := rec.Check("/s", want)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Check refused the same copy: %v", err)
+			case tt.want != "" && (err == nil || err.Error() != "state file /s: "+tt.want):
+				t.Fatalf("err = %v\nwant %q", err, "state file /s: "+tt.want)
+			}
+		})
+	}
+}
