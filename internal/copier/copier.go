@@ -613,7 +613,11 @@ func (r *runner) adapt(n int64, d time.Duration) {
 		want = int64(float64(n) / d.Seconds() * requestTarget.Seconds())
 	}
 	want = min(want, r.reqSize*4, r.lim.Request)
-	r.reqSize = max(want/r.lim.Unit*r.lim.Unit, r.lim.Unit)
+	step := r.lim.Unit
+	if c := r.lim.Command; c > step && want >= c {
+		step = c // whole commands: no partial one per request
+	}
+	r.reqSize = max(want/step*step, r.lim.Unit)
 }
 
 // request is one Copy call of the offload path.

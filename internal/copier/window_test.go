@@ -263,3 +263,31 @@ func TestInterruptedBackwardCopyResumesFromTheFinishedSuffix(t *testing.T) {
 		t.Fatal("after resuming, the overlapping copy is not the memmove result")
 	}
 }
+
+// Request sizes grow from one unit, and past one device command they are
+// whole commands: a request of 2.5 commands would cost a third command
+// for half of one.
+func TestAdaptKeepsRequestsToWholeCommands(t *testing.T) {
+	const unit, cmd = 128 << 10, 1 << 20 // NVMe: MSSRL 256 blocks, 8 ranges per command
+	tests := []struct {
+		name    string
+		cur     int64
+		n       int64
+		took    time.Duration
+		command int64
+		want    int64
+	}{
+		{"grows at most 4x, in units, below a command", unit, unit, time.Millisecond, cmd, 4 * unit},
+		{"past a command: whole commands", 3 * unit, 3 * unit, 20 * time.Millisecond, cmd, cmd},
+		{"no command size: whole units", 3 * unit, 3 * unit, 20 * time.Millisecond, 0, 12 * unit},
+		{"slow: shrinks, never below a unit", 4 * cmd, unit, time.Second, cmd, unit},
+		{"capped by Request", 8 * cmd, 8 * cmd, time.Millisecond, cmd, 16 * cmd},
+	}
+	for _, tt := range tests {
+		r := &runner{lim: copypath.Limits{Unit: unit, Command: tt.command, Request: 16 * cmd}, reqSize: tt.cur}
+		r.adapt(tt.n, tt.took)
+		if r.reqSize != tt.want {
+			t.Errorf("%s: adapt(%d, %s) from %d = %d, want %d", tt.name, tt.n, tt.took, tt.cur, r.reqSize, tt.want)
+		}
+	}
+}
