@@ -1,4 +1,9 @@
-package cmd
+// Package manpage generates blkcopy's man pages from its cobra commands
+// (go run ./tools/genman man). It is apart from cmd so that the blkcopy
+// binary does not link cobra's doc generator and what it pulls in (a
+// markdown parser, YAML): their package initialisation ran on every start,
+// which under QEMU's TCG cost tens of milliseconds per copy.
+package manpage
 
 import (
 	"bytes"
@@ -11,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
+
+	"github.com/blkcopy/blkcopy/cmd"
 )
 
 // manDate is fixed so regenerating the pages is reproducible and the
@@ -129,7 +136,7 @@ always, unless the arguments are wrong (2).
 
 // GenManPages writes one man page per command into dir.
 func GenManPages(dir string) error {
-	root := NewCmdRoot(&Streams{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
+	root := cmd.NewCmdRoot(&cmd.Streams{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
 	root.DisableAutoGenTag = true
 	return walk(root, func(c *cobra.Command) error {
 		if !c.IsAvailableCommand() && c != root {
