@@ -66,8 +66,9 @@ buffer. A regular-file destination is created if missing and may grow.
 Sizes: ` + size.Help + `.
 
 Crash-safe copies: with --state FILE, blkcopy records in FILE what the copy
-is (both ends, their device numbers or inodes and sizes, offsets, length,
-direction) and how much of it is durable, advancing that only after an
+is (both ends: a block device's stable ID, or device number, and size; a
+file's inode; offsets, length, direction) and how much of it is durable,
+advancing that only after an
 fdatasync of the destination, every few seconds or few hundred MiB. If the
 copy is killed (kill -9, a crash, a power cut), running the same command
 again resumes at the recorded point ("resumed from byte N"); a FILE that

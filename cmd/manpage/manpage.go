@@ -97,7 +97,7 @@ On failure the object is {"error": "...", "exit_code": N}; a failure after the c
 .SH STATE FILE
 With
 .BI \-\-state " FILE",
-a copy survives kill \-9, a crash or a power cut. FILE (JSON, version 1) records what the copy is \(em source and destination paths, the device number and size of a block device, the file system device, inode and size of a source file, the inode of a destination file, the offsets, the length, the direction (forward, or backward for overlapping ranges with the destination after the source) \(em and
+a copy survives kill \-9, a crash or a power cut. FILE (JSON, version 1) records what the copy is \(em source and destination paths, the device number, size and stable ID (WWID, loop backing file or dm UUID, and a partition\(aqs start) of a block device, the file system device, inode and size of a source file, the inode of a destination file, the offsets, the length, the direction (forward, or backward for overlapping ranges with the destination after the source) \(em and
 .BR done ,
 how many bytes of the range are durable: a prefix of it, or a suffix for a backward copy.
 .PP
@@ -108,7 +108,7 @@ Running the same command again resumes at the recorded point: a forward copy aft
 .IR "resumed from byte N" ,
 the JSON
 .BR resumed_from .
-A FILE that records another copy (other devices, a device of another size, a replaced source or destination file, other offsets or length) is refused with one line naming what differs, as is a FILE that is not a complete record (truncated, not JSON, another version); exit 1, nothing written. A missing FILE starts a new copy. The record knows devices by number and size, not by content: remove FILE when the source is replaced by another of the same size (a new snapshot at the same device number), or the copy would resume into it.
+A FILE that records another copy (other devices, a device of another size, a replaced source or destination file, other offsets or length) is refused with one line naming what differs, as is a FILE that is not a complete record (truncated, not JSON, another version); exit 1, nothing written. A missing FILE starts a new copy. A block device with a stable ID is matched by it, not by its path or number, which a reboot may change; one without is matched by number and path. The record knows devices by identity and size, not by content: remove FILE when the source is replaced by another of the same size (a new snapshot at the same device number), or the copy would resume into it.
 .PP
 When the copy finishes (after \-\-verify, if given), FILE is removed and the removal made durable: running the command again copies again, from the start, which gives the same result. An overlapping copy (data moved within one device) is the exception: running it again would move the data a second time, so it keeps FILE, marked done (done equals the length), and running the same command again does nothing and exits 0 \(em also after a kill or a power cut between the end of the copy and its caller seeing exit 0. Remove FILE to move the data again. With \-\-verify the whole range is recorded done before the read-back, so a kill during it leaves a record whose rerun copies nothing, verifies and removes it. With \-\-verify a resumed copy compares the whole range, except an overlapping one, whose source the copy overwrote.
 .PP
