@@ -162,8 +162,15 @@ func TestUnavailableInTheWindowFallsBackAtTheExactByte(t *testing.T) {
 
 func TestRealErrorInTheWindowStopsTheCopy(t *testing.T) {
 	p := &fakePath{lim: windowLimits, hook: func(call, dstOff, n int64) (int64, error) {
-		if call == 4 {
+		switch {
+		case call == 4:
 			return 0, syscall.ENOSPC
+		case call > 4:
+			// Requests sent before the failure was seen stay in flight
+			// until it has surely been (its result is the only one that
+			// can arrive meanwhile), so the count below does not depend
+			// on how the goroutines were scheduled.
+			time.Sleep(200 * time.Millisecond)
 		}
 		return 0, nil
 	}}
