@@ -163,6 +163,11 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 		// command, cheap to read back.
 		Canary: min(unit, max(lbs, canaryBytes/lbs*lbs)),
 	}
+	// Past one command, requests are whole commands (all the segments
+	// one takes), where a command fits in a request.
+	if cmd := seg * int64(shape.segsPerCmd); cmd <= req && cmd > unit {
+		s.lim.Request, s.lim.Command = req/cmd*cmd, cmd
+	}
 	s.views = s.views.Add(pagecache.View{File: src.File, Disk: src.Dev.Disk, Start: src.Start, Size: src.Size})
 	s.views = s.views.Add(pagecache.View{File: dst.File, Disk: dst.Dev.Disk, Start: dst.Start, Size: dst.Size})
 	for _, e := range []struct {

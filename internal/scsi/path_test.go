@@ -184,6 +184,9 @@ func TestCopyWithinOneLUThroughPartitions(t *testing.T) {
 	if lim.Unit != 8*mib || lim.Align != 512 || lim.Canary != mib || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
 		t.Errorf("limits %+v; want 8 MiB units, a 1 MiB canary, 124 MiB requests (four 31 MiB segments)", lim)
 	}
+	if lim.Command != 31*mib {
+		t.Errorf("Command = %d, want one 31 MiB segment: requests past one command are whole commands", lim.Command)
+	}
 	tg.events = nil
 	done, err := s.Copy(context.Background(), 4*mib, 0, 70*mib, nil)
 	if err != nil || done != 70*mib {
