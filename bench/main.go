@@ -41,6 +41,7 @@ type config struct {
 
 	// --offload: the benchmark in a QEMU guest (offload.go).
 	offload    bool
+	xcopy      bool // --xcopy: the SCSI EXTENDED COPY benchmark (xcopy.go)
 	kernels    []string
 	shapes     []nsShape
 	seedKernel string
@@ -85,6 +86,7 @@ func parseFlags() (config, error) {
 	scen := flag.String("scenarios", "A,B,file,xfs", "which to run: A (loop on /dev/shm), B (loop on disk), file (ext4 file copy), xfs (file copy on XFS with reflink)")
 	rss := flag.String("rss-sizes", "", "also copy these sizes once with blkcopy on sparse loop devices on disk to show peak RSS stays flat, e.g. 1G,8G")
 	flag.BoolVar(&cfg.offload, "offload", false, "instead: the offload benchmark in a QEMU guest on emulated NVMe (default --size 64M; see bench/README.md)")
+	flag.BoolVar(&cfg.xcopy, "xcopy", false, "instead: the SCSI EXTENDED COPY benchmark in a QEMU guest on LIO LUs (default --size 64M --runs 5; see bench/README.md)")
 	kernels := flag.String("kernels", "seed,debian", "with --offload: kernels to boot: seed (the fixed seed kernel: copy_file_range offload), debian (Debian's kernel: NVMe passthrough)")
 	shapes := flag.String("shapes", defaultShapes, "with --offload: NVMe namespaces, ';' between them: mssrl=,mcl=,msrc= and optionally lbs=512|4096")
 	flag.StringVar(&cfg.seedKernel, "seed-kernel", "", "with --offload: the seed kernel image (default $BLKCOPY_SEED_KERNEL_DIR or ~/.cache/blkcopy-seed-kernel, bzImage-fixed)")
@@ -96,7 +98,19 @@ func parseFlags() (config, error) {
 	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if cfg.offload {
+	if cfg.xcopy {
+		if cfg.offload {
+			return cfg, fmt.Errorf("--xcopy and --offload are two benchmarks: run one at a time")
+		}
+		if !set["size"] {
+			*sizeFlag = "64M"
+		}
+		for _, name := range []string{"file-size", "scenarios", "rss-sizes", "kernels", "shapes", "seed-kernel"} {
+			if set[name] {
+				return cfg, fmt.Errorf("--%s does not apply to --xcopy", name)
+			}
+		}
+	} else if cfg.offload {
 		if !set["size"] {
 			*sizeFlag = "64M"
 		}
@@ -121,7 +135,7 @@ func parseFlags() (config, error) {
 	} else {
 		for _, name := range []string{"kernels", "shapes", "seed-kernel", "vm-timeout", "keep"} {
 			if set[name] {
-				return cfg, fmt.Errorf("--%s applies to --offload only", name)
+				return cfg, fmt.Errorf("--%s applies to --offload (and --xcopy) only", name)
 			}
 		}
 	}
@@ -172,7 +186,7 @@ func realMain() int {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
 	}
-	if os.Geteuid() != 0 && !cfg.offload {
+	if os.Geteuid() != 0 && !cfg.offload && !cfg.xcopy {
 		fmt.Fprintln(os.Stderr, "bench: needs root (loop devices, mounts, drop_caches)")
 		return 2
 	}
@@ -188,6 +202,9 @@ func realMain() int {
 	}
 	if cfg.offload {
 		return b.runOffload(root)
+	}
+	if cfg.xcopy {
+		return b.runXCopy(root)
 	}
 	if err := b.prepare(root); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

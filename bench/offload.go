@@ -117,16 +117,20 @@ var toolNames = map[string]string{
 // timed copy in QEMU's trace.
 const markerNSID = 9
 
-func (b *bench) runOffload(root string) int {
-	cfg := b.cfg
+// prepareVM checks for QEMU and a static busybox, makes the work directory
+// (in /dev/shm unless --dir) and builds the guest's static programs
+// (blkcopy unless --blkcopy, vmhelper, nvmecopy). rc is not 0 when it
+// could not.
+func (b *bench) prepareVM(root, prefix string) (work string, bins map[string]string, rc int) {
+	cfg := &b.cfg
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: qemu-system-x86_64 not found; run test/vm/fetch.sh packages (apt-get install qemu-system-x86 busybox-static)")
-		return 2
+		return "", nil, 2
 	}
 	busybox, err := vm.StaticBusybox()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		return 2
+		return "", nil, 2
 	}
 	if cfg.dir == "" {
 		cfg.dir = os.TempDir()
@@ -135,10 +139,10 @@ func (b *bench) runOffload(root string) int {
 			cfg.dir = "/dev/shm"
 		}
 	}
-	work, err := os.MkdirTemp(cfg.dir, "blkcopy-offload-")
+	work, err = os.MkdirTemp(cfg.dir, prefix)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		return 2
+		return "", nil, 2
 	}
 	if cfg.keep {
 		b.logf("keeping the images, initramfs and QEMU traces in %s (--keep)", work)
@@ -146,7 +150,7 @@ func (b *bench) runOffload(root string) int {
 		b.cl.add(func() { os.RemoveAll(work) })
 	}
 
-	bins := map[string]string{"bin/busybox": busybox}
+	bins = map[string]string{"bin/busybox": busybox}
 	builds := []struct{ name, pkg string }{
 		{"bin/vmhelper", "./bench/vmhelper"},
 		{"bin/nvmecopy", "./test/vm/nvmecopy"},
@@ -155,7 +159,7 @@ func (b *bench) runOffload(root string) int {
 		builds = append(builds, struct{ name, pkg string }{"bin/blkcopy", "."})
 	} else if err := checkStatic(cfg.blkcopy); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		return 2
+		return "", nil, 2
 	} else {
 		bins["bin/blkcopy"] = cfg.blkcopy
 	}
@@ -166,11 +170,20 @@ func (b *bench) runOffload(root string) int {
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: go build %s: %v\n%s", bld.pkg, err, msg)
-			return 2
+			return "", nil, 2
 		}
 		bins[bld.name] = out
 	}
 
+	return work, bins, 0
+}
+
+func (b *bench) runOffload(root string) int {
+	cfg := b.cfg
+	work, bins, rc := b.prepareVM(root, "blkcopy-offload-")
+	if rc != 0 {
+		return rc
+	}
 	rep := &offloadReport{cfg: cfg, blkcopy: cfg.blkcopy}
 	if cfg.blkcopy == "" {
 		rep.blkcopy = describeTree(root)

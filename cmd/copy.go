@@ -53,7 +53,13 @@ When both ends are on the same disk and the kernel exposes copy offload
 with copy_file_range(2) on O_DIRECT descriptors, in chunks no larger than
 copy_max_bytes; the first offloaded chunk is read back and compared, because
 a successful return does not prove the device copied. Otherwise blkcopy
+sends the storage's own copy commands where it has them: NVMe Copy within
+an NVMe namespace, SCSI EXTENDED COPY (LID1) within a SCSI LU or between
+two LUs of one array or Linux SCSI target (LIO) when the LUs announce
+third-party copy (INQUIRY 3PC) and have an NAA designator. Otherwise blkcopy
 copies through the host with overlapped O_DIRECT reads and writes ("onload").
+--mode onload forbids every offload; --offload-path names the only one
+allowed.
 Between two regular files it uses copy_file_range (reflink where the file
 system can).
 
@@ -125,7 +131,7 @@ offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
 	f.Var(&o.dstOffset, "dst-offset", "destination offset (size); excludes --offset")
 	f.Var(&o.length, "len", "bytes to copy (size); default: to the end of the source, bounded by a block-device destination")
 	f.StringVar(&o.mode, "mode", "auto", "auto: offload where possible, else copy through the host; offload: fail with exit 3 rather than copy through the host; onload: never offload")
-	f.StringVar(&o.offloadPath, "offload-path", "auto", "which offload path may run: auto (the kernel's copy_file_range offload where the disk reports copy limits, else NVMe Copy by passthrough), copy_file_range (or kernel), nvme")
+	f.StringVar(&o.offloadPath, "offload-path", "auto", "which offload path may run: auto (the kernel's copy_file_range offload where the disk reports copy limits, else NVMe Copy by passthrough, else SCSI EXTENDED COPY), copy_file_range (or kernel), nvme, scsi-xcopy")
 	f.Var(&o.chunk, "chunk", "I/O size of the copy through the host (size, multiple of 4096); default 8 MiB, in whole units of the devices' optimal_io_size")
 	f.BoolVar(&o.verify, "verify", false, "read both ranges back after the copy and compare; exit 4 on a difference")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (only on a terminal), always, never")

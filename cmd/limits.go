@@ -120,10 +120,16 @@ blkcopy tries the ways in this order and takes the first that serves:
   nvme              NVMe Copy commands sent by passthrough: on every kernel,
                     within an NVMe namespace whose controller supports Copy
                     with non-zero limits; needs CAP_SYS_ADMIN
-  onload            neither: blkcopy copies through the host
-A copy between two different disks is never offloaded, whatever the limits
-say: blkcopy offloads only when both ends are on the same disk (and, for
-nvme, in the same namespace).
+  scsi-xcopy        SCSI EXTENDED COPY (LID1) sent by SG_IO: on every kernel,
+                    within a SCSI LU, or between two LUs its copy manager
+                    reaches, when the LUs announce third-party copy (3PC),
+                    have an NAA designator and the copy manager implements
+                    descriptors E4h and 02h; needs CAP_SYS_RAWIO
+  onload            none of them: blkcopy copies through the host
+The kernel's copy offload and nvme offload only when both ends are on the
+same disk (for nvme, the same namespace); scsi-xcopy also between two LUs
+of one array or target, and falls back to onload when its copy manager
+cannot reach the other LU. --mode onload forbids every path.
 
 The KERNEL column says what the kernel's copy offload does with the device:
   offload (max 8 MiB per request)
@@ -153,6 +159,13 @@ copy path with, in parentheses, why each path before it could not serve, in
 the words a copy gives as fallback_reason. Without the device's answer the
 copy path is what sysfs alone tells.
 
+Each SCSI disk (or partition of one) gets the same: vendor and product,
+block size, the 3PC bit of INQUIRY, its NAA designator (VPD page 83h; a LU
+without one cannot be named in an EXTENDED COPY), its copy manager's
+operating parameters (RECEIVE COPY RESULTS: CSCD and segment descriptors per
+command, the longest descriptor list and segment, the descriptor codes it
+implements) and the copy path.
+
 --set-max SIZE writes copy_max_bytes of DEV's disk (a partition's limit is its
 disk's). The kernel keeps at most copy_max_hw_bytes; blkcopy reads the value
 back and prints what the kernel kept. It needs root, and a kernel with copy
@@ -175,7 +188,7 @@ max_sectors_kb and max_hw_sectors_kb are KiB, as in sysfs.
                  any path; false for a regular file, whose copy_file_range
                  the file system serves
   verdict        the KERNEL column's words
-  offload_path   "copy_file_range", "nvme", or "" (onload): COPY-PATH, named
+  offload_path   "copy_file_range", "nvme", "scsi-xcopy" or "" (onload): COPY-PATH, named
                  as a copy's --json names it
   path_reason    why each path tried before offload_path (every path, when
                  it is "") could not serve: "PATH: reason", joined by "; "
@@ -184,6 +197,14 @@ max_sectors_kb and max_hw_sectors_kb are KiB, as in sysfs.
                  (why it did not), model, namespace_id, lba_size, supported
                  (ONCS bit 8), mssrl_blocks, mssrl_bytes, mcl_blocks,
                  mcl_bytes, msrc_ranges (MSRC + 1) and formats (["0h", ...])
+  scsi_xcopy     null unless DEV is a SCSI disk or a partition of one;
+                 else identified, reason, vendor, product, third_party_copy
+                 (INQUIRY 3PC), designator (NAA, hex; "" = none),
+                 block_size, operating_parameters (reported or not),
+                 operating_parameters_reason, max_cscd_descriptors,
+                 max_segment_descriptors, max_descriptor_list_length,
+                 max_segment_length (bytes, 0 = not limited) and
+                 descriptor_codes (["02h", "E4h", ...])
 
 SIZE: ` + size.Help + `.`,
 		Example: `  # Every device on this machine
@@ -255,8 +276,11 @@ type limitsRow struct {
 	// NVMeCopy is nil unless the device is an NVMe namespace or a
 	// partition of one.
 	NVMeCopy *nvmeCopyRow `json:"nvme_copy"`
-	Slaves   []*limitsRow `json:"slaves"`
-	FSType   string       `json:"fs_type,omitempty"`
+	// SCSIXCopy is nil unless the device is a SCSI disk or a partition
+	// of one.
+	SCSIXCopy *scsiXCopyRow `json:"scsi_xcopy"`
+	Slaves    []*limitsRow  `json:"slaves"`
+	FSType    string        `json:"fs_type,omitempty"`
 }
 
 // nvmeCopyRow is what an NVMe namespace's controller says about the Copy
@@ -332,6 +356,9 @@ func isNVMe(d *sysfs.Device) bool { return nvme.IsNamespace(d.Disk) && len(d.Sla
 func (r *limitsRow) choosePath(d *sysfs.Device, sys sysfs.Sys, live bool) {
 	nvmeName := nvme.Path{}.Name()
 	switch {
+	case isSCSI(d):
+		r.chooseSCSIPath(d, sys, live)
+		return
 	case !isNVMe(d):
 		r.pathFromSysfs(d, nvmeName+": not an NVMe namespace or a partition of one")
 		return
@@ -353,6 +380,12 @@ func (r *limitsRow) choosePath(d *sysfs.Device, sys sysfs.Sys, live bool) {
 	} else {
 		r.NVMeCopy = nvmeCopyOf(info)
 	}
+	r.pathFromPaths(sys)
+}
+
+// pathFromPaths asks the offload paths themselves which one a copy within
+// the device would take, so that limits gives the reasons a copy gives.
+func (r *limitsRow) pathFromPaths(sys sysfs.Sys) {
 	name, passed, err := pathFor(sys, r.Path)
 	if err != nil {
 		// A path failed for real; a copy would stop with this error.
@@ -538,6 +571,9 @@ func printLimits(o *limitsOptions, s *Streams, rows []*limitsRow) error {
 	if notes.noLive {
 		fmt.Fprintf(s.Out, "\nNVME-COPY unknown: %s.\n", noLiveDevice)
 	}
+	if notes.noLiveSCSI {
+		fmt.Fprintf(s.Out, "\nSCSI EXTENDED COPY unknown: %s.\n", noLiveSCSI)
+	}
 	return nil
 }
 
@@ -592,11 +628,24 @@ type nvmeNotes struct {
 	// noLive: a namespace had no facts because of --sysroot; one line
 	// after the notes says so for all.
 	noLive bool
+	// noLiveSCSI: the same for a SCSI disk.
+	noLiveSCSI bool
 }
 
 // add notes r and its slaves.
 func (notes *nvmeNotes) add(r *limitsRow) {
 	w := notes.w
+	if r.SCSIXCopy != nil && !notes.done[r.Path] {
+		if r.SCSIXCopy.Reason == noLiveSCSI {
+			notes.noLiveSCSI = true
+		} else {
+			if len(notes.done) == 0 {
+				fmt.Fprintln(w)
+			}
+			notes.done[r.Path] = true
+			scsiNote(w, r)
+		}
+	}
 	switch n := r.NVMeCopy; {
 	case n == nil || notes.done[r.Path]:
 	case n.Reason == noLiveDevice:

@@ -19,6 +19,7 @@ import (
 	"github.com/blkcopy/blkcopy/internal/offload"
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/plan"
+	"github.com/blkcopy/blkcopy/internal/scsi"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 	"github.com/blkcopy/blkcopy/internal/verify"
 )
@@ -63,7 +64,7 @@ type Request struct {
 	LenSet         bool // Len was given; otherwise "to the end of the source, bounded by the destination"
 	Mode           Mode
 	// OffloadPath limits offload to the path of that name
-	// ("copy_file_range", "nvme"); "" tries each in order.
+	// ("copy_file_range", "nvme", "scsi-xcopy"); "" tries each in order.
 	OffloadPath string
 	BufSize     int64 // onload I/O size; 0 = from the device
 	Verify      bool
@@ -97,7 +98,7 @@ type Summary struct {
 	FallbackReason        string `json:"fallback_reason"`
 	OffloadDisabledReason string `json:"offload_disabled_reason"`
 	// OffloadPath names the path that offloaded ("copy_file_range",
-	// "nvme"), empty when none served; OffloadRequests counts the system
+	// "nvme", "scsi-xcopy"), empty when none served; OffloadRequests counts the system
 	// calls or device commands it issued.
 	OffloadPath     string        `json:"offload_path"`
 	OffloadRequests int64         `json:"offload_requests"`
@@ -403,8 +404,10 @@ var onloadCopy = onload.Copy
 
 // offloadPaths are the ways to offload, in the order they are tried: the
 // kernel's copy offload first (it keeps the block layer in charge), then
-// the storage's own commands. A test seam: tests put fakes here.
-var offloadPaths = []copypath.Path{offload.Path{}, nvme.Path{}}
+// the storage's own commands: NVMe Copy within a namespace, SCSI EXTENDED
+// COPY within a LU or between LUs of one copy manager. A test seam: tests
+// put fakes here.
+var offloadPaths = []copypath.Path{offload.Path{}, nvme.Path{}, scsi.Path{}}
 
 // PathNames are the offload paths' names, in the order they are tried.
 func PathNames() []string {

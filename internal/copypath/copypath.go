@@ -133,3 +133,115 @@ func (u *unavailable) Unwrap() []error {
 
 // IsUnavailable reports whether err says the path cannot serve (fall back).
 func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// CheckRequest refuses a Copy request outside the contract: negative,
+// not whole blocks of align bytes, past either end's range (every device
+// command must stay inside the partitions the user named), or, when both
+// ends share a disk, with source and destination overlapping within the
+// request, which no device copy command orders (NVMe Copy leaves it
+// undefined; LIO's EXTENDED COPY loops forward in pieces and reads what it
+// already wrote). The copier never sends such requests; op names the
+// command in the error ("NVMe Copy"). These are real errors, not reasons
+// to fall back.
+func CheckRequest(op string, src, dst Endpoint, align, dstOff, srcOff, n int64) error {
+	path := src.Path + " -> " + dst.Path
+	switch {
+	case n < 0 || srcOff < 0 || dstOff < 0:
+		return fmt.Errorf("%s %s at offset %d: negative length or offset (%d bytes to offset %d)", op, path, srcOff, n, dstOff)
+	case srcOff%align != 0 || dstOff%align != 0 || n%align != 0:
+		return fmt.Errorf("%s %s at offset %d: %d bytes to offset %d are not whole %d-byte blocks", op, path, srcOff, n, dstOff, align)
+	case srcOff > src.Size-n:
+		return fmt.Errorf("%s %s at offset %d: %d bytes reach past the end of %s (%d bytes)", op, path, srcOff, n, src.Path, src.Size)
+	case dstOff > dst.Size-n:
+		return fmt.Errorf("%s %s at offset %d: %d bytes to offset %d reach past the end of %s (%d bytes)", op, path, srcOff, n, dstOff, dst.Path, dst.Size)
+	}
+	if src.Disk == dst.Disk {
+		if d := (src.Start + srcOff) - (dst.Start + dstOff); n > 0 && d < n && -d < n {
+			return fmt.Errorf("%s %s at offset %d: source and destination overlap within one request (%d bytes to offset %d)", op, path, srcOff, n, dstOff)
+		}
+	}
+	return nil
+}
+
+// InOrder sends n device commands, send(i) for i = 0..n-1, up to depth of
+// them at once, and tells ok(i) of each success in order of i, from the
+// calling goroutine: a command that succeeded after an earlier one failed
+// is not reported, so what ok saw is always a prefix the caller may count
+// as done. Nothing is retried: after a failure no further command is sent,
+// and those already sent run to their end. It returns nil when all
+// succeeded, else the first failure in order, or ctx's error when it was
+// cancelled before every command was sent.
+func InOrder(ctx context.Context, n, depth int, send func(i int) error, ok func(i int)) error {
+	depth = max(depth, 1)
+	errs := make([]error, n)
+	finished := make([]bool, n)
+	results := make(chan int, n)
+	var (
+		next, inflight, prefix int
+		stop                   error // why no further command is sent
+	)
+	for {
+		for stop == nil && inflight < depth && next < n {
+			if err := ctx.Err(); err != nil {
+				stop = err
+				break
+			}
+			i := next
+			next++
+			inflight++
+			go func() {
+				errs[i] = send(i)
+				results <- i
+			}()
+		}
+		if inflight == 0 {
+			break
+		}
+		i := <-results
+		inflight--
+		finished[i] = true
+		if errs[i] != nil && stop == nil {
+			stop = errs[i]
+		}
+		for prefix < n && finished[prefix] && errs[prefix] == nil {
+			ok(prefix)
+			prefix++
+		}
+	}
+	switch {
+	case prefix == n:
+		return nil
+	case prefix < next:
+		return errs[prefix] // the first failure in order
+	default:
+		return stop // cancelled before the rest was sent
+	}
+}
+
+// Passthrough is the frame of a Copy by device commands that bypass the
+// page cache (NVMe Copy, SCSI EXTENDED COPY): refuse what the contract
+// forbids (check), write back cached pages of both ranges, send the
+// commands, and drop the destination's cached pages whatever happened, for
+// a failed command may have written part of its range. A failure to drop
+// is reported with a real error, and instead of an "unavailable" one: the
+// fallback would leave stale pages too.
+func Passthrough(ctx context.Context, n int64, check, writeBack func() error, send func() (int64, error), drop func() error) (int64, error) {
+	if err := check(); err != nil || n == 0 {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := writeBack(); err != nil {
+		return 0, err
+	}
+	done, err := send()
+	if derr := drop(); derr != nil {
+		if err != nil && !IsUnavailable(err) {
+			err = errors.Join(err, derr)
+		} else {
+			err = derr
+		}
+	}
+	return done, err
+}

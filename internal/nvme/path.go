@@ -23,6 +23,7 @@ import (
 
 	"github.com/blkcopy/blkcopy/internal/copypath"
 	"github.com/blkcopy/blkcopy/internal/ioctl"
+	"github.com/blkcopy/blkcopy/internal/pagecache"
 )
 
 // Defaults for Path's zero fields.
@@ -65,8 +66,8 @@ func IsNamespace(disk string) bool { return namespaceDisk.MatchString(disk) }
 // maintenance and its order around the commands, and stand in for the
 // whole-disk node.
 var (
-	syncRange  = writeBackRange
-	dropRange  = dropCachedRange
+	syncRange  = pagecache.WriteBackRange
+	dropRange  = pagecache.DropRange
 	openDisk   = os.Open
 	deviceSize = ioctl.Size
 )
@@ -146,16 +147,16 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 		s.lim.Command = cmdBytes
 	}
 
-	s.views = []cacheView{{f: src.File, start: src.Start, size: src.Size}}
+	s.views = pagecache.Set{{File: src.File, Start: src.Start, Size: src.Size}}
 	if dst.Dev.Name != src.Dev.Name {
-		s.views = append(s.views, cacheView{f: dst.File, start: dst.Start, size: dst.Size})
+		s.views = append(s.views, pagecache.View{File: dst.File, Start: dst.Start, Size: dst.Size})
 	}
 	if src.Dev.Partition && dst.Dev.Partition {
 		// Buffered reads of the whole disk (udev's blkid, fdisk, a cmp
 		// of the disk) cache its pages apart from the partitions' own.
 		if f := openDiskView(srcDisk, ns.ID, int64(ns.Blocks)*lba); f != nil {
 			s.disk = f
-			s.views = append(s.views, cacheView{f: f, start: 0, size: int64(ns.Blocks) * lba})
+			s.views = append(s.views, pagecache.View{File: f, Size: int64(ns.Blocks) * lba})
 		}
 	}
 	return s, nil
@@ -207,8 +208,8 @@ type session struct {
 	shape    copyShape
 	depth    int
 	lim      copypath.Limits
-	views    []cacheView
-	disk     *os.File // whole-disk node opened for views, or nil
+	views    pagecache.Set // one namespace: every view's Disk is ""
+	disk     *os.File      // whole-disk node opened for views, or nil
 	requests atomic.Int64
 }
 
@@ -232,28 +233,15 @@ func (s *session) Close() error {
 // command may have copied (the caller redoes it; copying the same bytes
 // twice is harmless, counting bytes that were not copied is not).
 func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress func(int64)) (int64, error) {
-	if err := s.check(dstOff, srcOff, n); err != nil || n == 0 {
-		return 0, err
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
 	srcAbs, dstAbs := s.src.Start+srcOff, s.dst.Start+dstOff
-	if err := s.writeBack(srcAbs, dstAbs, n); err != nil {
-		return 0, err
-	}
-	cmds := splitCopy(uint64(srcAbs/s.lba), uint64(dstAbs/s.lba), n/s.lba, s.shape)
-	done, err := s.run(ctx, cmds, dstOff, srcOff, progress)
-	// Drop the destination's cached pages whatever happened: a failed
-	// command may have written part of its range.
-	if derr := s.drop(dstAbs, n); derr != nil {
-		if err != nil && !copypath.IsUnavailable(err) {
-			err = errors.Join(err, derr)
-		} else {
-			err = derr
-		}
-	}
-	return done, err
+	return copypath.Passthrough(ctx, n,
+		func() error { return s.check(dstOff, srcOff, n) },
+		func() error { return s.writeBack(srcAbs, dstAbs, n) },
+		func() (int64, error) {
+			cmds := splitCopy(uint64(srcAbs/s.lba), uint64(dstAbs/s.lba), n/s.lba, s.shape)
+			return s.run(ctx, cmds, dstOff, srcOff, progress)
+		},
+		func() error { return s.drop(dstAbs, n) })
 }
 
 // check refuses requests outside the contract: misaligned, past either
@@ -263,76 +251,23 @@ func (s *session) Copy(ctx context.Context, dstOff, srcOff, n int64, progress fu
 // overlapping blocks "may be from any of" the ranges). The copier never
 // sends such requests; these are real errors, not reasons to fall back.
 func (s *session) check(dstOff, srcOff, n int64) error {
-	path := s.src.Path + " -> " + s.dst.Path
-	switch {
-	case n < 0 || srcOff < 0 || dstOff < 0:
-		return fmt.Errorf("NVMe Copy %s at offset %d: negative length or offset (%d bytes to offset %d)", path, srcOff, n, dstOff)
-	case srcOff%s.lba != 0 || dstOff%s.lba != 0 || n%s.lba != 0:
-		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes to offset %d are not whole %d-byte blocks", path, srcOff, n, dstOff, s.lba)
-	case srcOff > s.src.Size-n:
-		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes reach past the end of %s (%d bytes)", path, srcOff, n, s.src.Path, s.src.Size)
-	case dstOff > s.dst.Size-n:
-		return fmt.Errorf("NVMe Copy %s at offset %d: %d bytes to offset %d reach past the end of %s (%d bytes)", path, srcOff, n, dstOff, s.dst.Path, s.dst.Size)
-	}
-	if d := (s.src.Start + srcOff) - (s.dst.Start + dstOff); n > 0 && d < n && -d < n {
-		return fmt.Errorf("NVMe Copy %s at offset %d: source and destination overlap within one request (%d bytes to offset %d)", path, srcOff, n, dstOff)
-	}
-	return nil
+	return copypath.CheckRequest("NVMe Copy", s.src, s.dst, s.lba, dstOff, srcOff, n)
 }
 
 // run sends cmds, up to s.depth at once, and accounts for them in order.
 func (s *session) run(ctx context.Context, cmds []copyCmd, dstOff, srcOff int64, progress func(int64)) (int64, error) {
-	errs := make([]error, len(cmds))
-	finished := make([]bool, len(cmds))
-	results := make(chan int, len(cmds))
-	var (
-		next, inflight, prefix int
-		done                   int64
-		stop                   error // why no further command is sent
-	)
-	for {
-		for stop == nil && inflight < s.depth && next < len(cmds) {
-			if err := ctx.Err(); err != nil {
-				stop = err
-				break
-			}
-			i := next
-			next++
-			inflight++
-			s.requests.Add(1)
-			go func() {
-				errs[i] = s.send(cmds[i], dstOff, srcOff)
-				results <- i
-			}()
+	var done int64
+	err := copypath.InOrder(ctx, len(cmds), s.depth, func(i int) error {
+		s.requests.Add(1)
+		return s.send(cmds[i], dstOff, srcOff)
+	}, func(i int) {
+		b := cmds[i].blocks * s.lba
+		done += b
+		if progress != nil {
+			progress(b)
 		}
-		if inflight == 0 {
-			break
-		}
-		i := <-results
-		inflight--
-		finished[i] = true
-		if errs[i] != nil && stop == nil {
-			// Nothing is retried: a failure stops the request, and the
-			// commands already sent run to their end.
-			stop = errs[i]
-		}
-		for prefix < len(cmds) && finished[prefix] && errs[prefix] == nil {
-			b := cmds[prefix].blocks * s.lba
-			done += b
-			if progress != nil {
-				progress(b)
-			}
-			prefix++
-		}
-	}
-	switch {
-	case prefix == len(cmds):
-		return done, nil
-	case prefix < next:
-		return done, errs[prefix] // the first failure in order
-	default:
-		return done, stop // cancelled before the rest was sent
-	}
+	})
+	return done, err
 }
 
 // send runs one Copy command through the destination's descriptor (the one
@@ -366,42 +301,15 @@ func (s *session) send(c copyCmd, dstOff, srcOff int64) error {
 	return e
 }
 
-// cacheView is one block device node whose page cache may hold blocks of
-// the namespace: the source, the destination and, between partitions, the
-// whole disk. Each node has its own cache.
-type cacheView struct {
-	f           *os.File
-	start, size int64 // where the node's bytes lie on the namespace
-}
-
-// local returns the part of the namespace byte range [off, off+n) that v
-// covers, in v's own offsets.
-func (v cacheView) local(off, n int64) (int64, int64, bool) {
-	lo, hi := max(off, v.start), min(off+n, v.start+v.size)
-	if lo >= hi {
-		return 0, 0, false
-	}
-	return lo - v.start, hi - lo, true
-}
-
-// writeBack writes dirty cached pages of the source and destination
-// ranges to the device and waits for them. Source: another process may
-// have written it buffered, and Copy reads the device, not the cache.
-// Destination: a dirty page written back after the copy would overwrite
-// the copied blocks with older data. sync_file_range on the block device
-// writes back only these pages (no whole-device flush, no BLKFLSBUF, which
-// would also drop every other cached page of the device); WAIT_BEFORE
-// waits for writeback already under way, WAIT_AFTER for ours.
+// writeBack writes back dirty cached pages of the source and destination
+// ranges before a Copy. Source: another process may have written it
+// buffered, and Copy reads the device, not the cache. Destination: a dirty
+// page written back after the copy would overwrite the copied blocks with
+// older data.
 func (s *session) writeBack(srcAbs, dstAbs, n int64) error {
-	for _, v := range s.views {
-		for _, at := range [2]int64{srcAbs, dstAbs} {
-			off, l, ok := v.local(at, n)
-			if !ok {
-				continue
-			}
-			if err := syncRange(v.f, off, l); err != nil {
-				return fmt.Errorf("write back cached pages of %s at offset %d (%d bytes) before NVMe Copy: %w", v.f.Name(), off, l, err)
-			}
+	for _, at := range [2]int64{srcAbs, dstAbs} {
+		if err := s.views.WriteBack(syncRange, "NVMe Copy", "", at, n); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -410,44 +318,7 @@ func (s *session) writeBack(srcAbs, dstAbs, n int64) error {
 // drop drops cached pages of the destination range after the copy, so
 // that a buffered read afterwards (cmp, dd without iflag=direct, a file
 // system mounted later) reads the copied blocks from the device rather
-// than what the cache held before. POSIX_FADV_DONTNEED invalidates only
-// whole pages inside the range it is given, so the range is widened to
-// page boundaries: the pages that straddle its ends also hold destination
-// blocks, and the clean pages beside them that go too are simply read
-// again. Dirty pages (none in the range, after writeBack, unless someone
-// writes it during the copy) and mapped pages are not dropped; that race
-// with a concurrent writer is the same for every O_DIRECT copy.
+// than what the cache held before.
 func (s *session) drop(dstAbs, n int64) error {
-	ps := int64(pageSize)
-	for _, v := range s.views {
-		off, l, ok := v.local(dstAbs, n)
-		if !ok {
-			continue
-		}
-		lo, hi := off&^(ps-1), (off+l+ps-1)&^(ps-1)
-		if err := dropRange(v.f, lo, hi-lo); err != nil {
-			return fmt.Errorf("drop cached pages of %s at offset %d (%d bytes) after NVMe Copy: %w", v.f.Name(), lo, hi-lo, err)
-		}
-	}
-	return nil
-}
-
-func writeBackRange(f *os.File, off, n int64) error {
-	var err error
-	if cerr := control(f, func(fd uintptr) {
-		err = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-	}); cerr != nil {
-		return cerr
-	}
-	return os.NewSyscallError("sync_file_range", err)
-}
-
-func dropCachedRange(f *os.File, off, n int64) error {
-	var err error
-	if cerr := control(f, func(fd uintptr) {
-		err = unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED)
-	}); cerr != nil {
-		return cerr
-	}
-	return os.NewSyscallError("posix_fadvise(POSIX_FADV_DONTNEED)", err)
+	return s.views.Drop(dropRange, "NVMe Copy", "", dstAbs, n)
 }

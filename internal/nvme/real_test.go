@@ -11,6 +11,7 @@ import (
 
 	"github.com/blkcopy/blkcopy/internal/copypath"
 	"github.com/blkcopy/blkcopy/internal/ioctl"
+	"github.com/blkcopy/blkcopy/internal/pagecache"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 	"github.com/blkcopy/blkcopy/internal/sysfs/sysfstest"
 )
@@ -56,7 +57,7 @@ func TestCacheMaintenanceOnARealBlockDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer image.Close()
-	s := &session{views: []cacheView{{f: direct, start: 0, size: 8 << 20}}, lba: 512}
+	s := &session{views: pagecache.Set{{File: direct, Size: 8 << 20}}, lba: 512}
 
 	t.Run("dirty source pages reach the device before the copy", func(t *testing.T) {
 		want := bytes.Repeat([]byte("dirty page "), 373)[:4096]

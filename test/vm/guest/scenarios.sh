@@ -23,6 +23,8 @@
 
 # shellcheck source=test/vm/guest/lib.sh
 . /guest/lib.sh
+# shellcheck source=test/vm/guest/scsi.sh
+. /guest/scsi.sh
 
 wait_for_disks() {
 	i=0
@@ -447,29 +449,38 @@ interrupt_check() {
 # after. The device stays open (fd 9) throughout, since the last close of a
 # block device drops its cache and would hide a stale one.
 scenario_page_cache() {
-	soff=$((100 * MiB)) doff=$((120 * MiB)) len=$((4 * MiB))
-	random_fill "$C" "$soff" "$len"
-	guard_set "$C" "$doff" "$len"
-	exec 9<"$C"
+	page_cache_check "$C" $((100 * MiB)) $((120 * MiB)) $((4 * MiB)) \
+		"$([ "$(same_disk_offload)" = all ] && echo $((4 * MiB)) || echo 0)"
+}
+
+# page_cache_check DEV SOFF DOFF LEN OFFLOADED: the destination range
+# cached, the source's first MiB dirty in the cache, the device held open;
+# after the copy (OFFLOADED bytes of it offloaded) a buffered read sees the
+# copied bytes, the new ones.
+page_cache_check() {
+	dev=$1 soff=$2 doff=$3 len=$4
+	random_fill "$dev" "$soff" "$len"
+	guard_set "$dev" "$doff" "$len"
+	exec 9<"$dev"
 	# Cache the destination's old bytes.
-	dd if="$C" bs=64K skip=$((doff / 65536)) count=$((len / 65536)) status=none | md5sum >/dev/null
+	dd if="$dev" bs=64K skip=$((doff / 65536)) count=$((len / 65536)) status=none | md5sum >/dev/null
 	# A buffered write to the first MiB of the source, left dirty in the
 	# cache (fd 9 keeps the device open, so nothing syncs it).
 	head -c "$MiB" /dev/urandom >/tmp/dirty
-	dd if=/tmp/dirty of="$C" bs=64K seek=$((soff / 65536)) conv=notrunc status=none
-	want=$( (cat /tmp/dirty; dd if="$C" bs=64K skip=$(((soff + MiB) / 65536)) count=$(((len - MiB) / 65536)) status=none) | md5sum | cut -d' ' -f1)
-	out=$(blkcopy "$C" "$C" --src-offset "$soff" --dst-offset "$doff" --len "$len" --json --progress never 2>/tmp/err)
+	dd if=/tmp/dirty of="$dev" bs=64K seek=$((soff / 65536)) conv=notrunc status=none
+	want=$( (cat /tmp/dirty; dd if="$dev" bs=64K skip=$(((soff + MiB) / 65536)) count=$(((len - MiB) / 65536)) status=none) | md5sum | cut -d' ' -f1)
+	out=$(blkcopy "$dev" "$dev" --src-offset "$soff" --dst-offset "$doff" --len "$len" --json --progress never 2>/tmp/err)
 	rc=$?
 	echo "$out $(cat /tmp/err)"
 	count_cmds "$out"
 	expect_eq "exit status" 0 "$rc"
-	expect_eq "offloaded_bytes" "$([ "$(same_disk_offload)" = all ] && echo "$len" || echo 0)" "$(echo "$out" | json_field offloaded_bytes)"
+	expect_eq "offloaded_bytes" "$5" "$(echo "$out" | json_field offloaded_bytes)"
 	# Buffered, through the cache that held the old bytes:
-	got=$(dd if="$C" bs=64K skip=$((doff / 65536)) count=$((len / 65536)) status=none | md5sum | cut -d' ' -f1)
+	got=$(dd if="$dev" bs=64K skip=$((doff / 65536)) count=$((len / 65536)) status=none | md5sum | cut -d' ' -f1)
 	expect_eq "buffered read of the destination after the copy" "$want" "$got"
 	exec 9<&-
-	expect_eq "destination on the device" "$want" "$(sum "$C" "$doff" "$len")"
-	guard_check "$C" "$doff" "$len"
+	expect_eq "destination on the device" "$want" "$(sum "$dev" "$doff" "$len")"
+	guard_check "$dev" "$doff" "$len"
 }
 
 # An offloaded copy does not move the data through the host. The source
@@ -547,6 +558,11 @@ scenario_mounted_destination() {
 run_all() {
 	wait_for_disks || return
 	report_kernel
+	if [ "$ONLY" = scsi ]; then
+		# BLKCOPY_VM_ONLY=scsi on the host: the SCSI scenarios alone.
+		run_scsi
+		return
+	fi
 	scenario setup_partitions
 	scenario nvme_copy_probe
 	scenario limits
@@ -569,4 +585,6 @@ run_all() {
 	scenario interrupt
 	scenario mounted_destination
 	echo "VMTEST INFO nvme_commands=$NVME_CMDS"
+	# Last: LIO holds the namespaces it exports (T among them) open.
+	run_scsi
 }
