@@ -522,17 +522,35 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 			if err := r.beforeWrite(ctx, w, q.Len); err != nil {
 				return errors.Join(w.drain(ctx), err)
 			}
+			var saved *onload.Saved
 			if canary && r.lim.Canary > 0 {
+				// --mode offload promises nothing written when the copy
+				// cannot be offloaded, and a path may only find that out
+				// at its first command: keep what the poison overwrites.
+				if r.req.Mode == OffloadOnly {
+					var err error
+					if saved, err = onload.Save(r.dst.onload(), q.Dst, q.Len); err != nil {
+						return fmt.Errorf("offload check: %w", err)
+					}
+				}
 				// Make the canary's destination differ from its source,
 				// or a copy that moved nothing over equal bytes (zeroes
 				// on zeroes) would pass the read-back.
 				if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
+					saved.Free()
 					return fmt.Errorf("offload check: %w", err)
 				}
 			}
 			w.submit(ctx, q)
 			if canary {
-				if err := w.drain(ctx); err != nil {
+				err := w.drain(ctx)
+				if saved != nil && errors.Is(err, ErrOffloadUnavailable) {
+					if rerr := saved.Restore(); rerr != nil {
+						err = errors.Join(err, fmt.Errorf("restoring %s at offset %d after the refused canary: %w", r.dst.path, q.Dst, rerr))
+					}
+				}
+				saved.Free()
+				if err != nil {
 					return err
 				}
 				if r.lim.Canary > 0 && r.offloadOK {

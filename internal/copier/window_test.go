@@ -298,3 +298,22 @@ func TestAdaptKeepsRequestsToWholeCommands(t *testing.T) {
 		}
 	}
 }
+
+// --mode offload on a path that refuses its first command, after writing
+// part of it: exit 3 leaves the destination as it was, the canary's
+// poisoned bytes and the partial command's included.
+func TestOffloadModeRefusedAtTheCanaryWritesNothing(t *testing.T) {
+	p := &fakePath{lim: windowLimits, hook: func(call, dstOff, n int64) (int64, error) {
+		if call == 1 {
+			return n / 2, copypath.Unavailablef("the device rejects Copy (invalid field)")
+		}
+		return 0, nil
+	}}
+	withFakePath(t, p)
+	src, dst, _ := fixture(t, 4<<20, 4<<20)
+	_, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: OffloadOnly})
+	if !errors.Is(err, ErrOffloadUnavailable) {
+		t.Fatalf("err = %v, want ErrOffloadUnavailable", err)
+	}
+	checkDest(t, dst, 0, nil)
+}

@@ -29,3 +29,45 @@ func Poison(dst, src Endpoint, dstOff, srcOff, n int64) error {
 	}
 	return d.writeAt(buf, dstOff)
 }
+
+// Saved is a destination range as it was before the canary poisoned it.
+type Saved struct {
+	dst  side
+	off  int64
+	bufs *Buffers
+	n    int64
+}
+
+// Save reads the n bytes of dst at off (aligned as for Poison), so that a
+// copy refused after its canary was poisoned (--mode offload, when the
+// path turns out unavailable at its first command) can put them back and
+// leave the destination as it found it.
+func Save(dst Endpoint, off, n int64) (*Saved, error) {
+	d := newSide(dst)
+	if off%d.align != 0 || n%d.align != 0 {
+		return nil, fmt.Errorf("save %s at offset %d: %d bytes are not aligned to %d", d.path, off, n, d.align)
+	}
+	bufs, err := NewBuffers(1, n, d.align)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.readAt(bufs.Bufs[0][:n], off, int(n)); err != nil {
+		bufs.Free()
+		return nil, err
+	}
+	return &Saved{dst: d, off: off, bufs: bufs, n: n}, nil
+}
+
+// Restore writes the saved bytes back and frees them.
+func (s *Saved) Restore() error {
+	defer s.Free()
+	return s.dst.writeAt(s.bufs.Bufs[0][:s.n], s.off)
+}
+
+// Free lets the saved bytes go; Restore is no longer possible.
+func (s *Saved) Free() {
+	if s != nil && s.bufs != nil {
+		s.bufs.Free()
+		s.bufs = nil
+	}
+}
