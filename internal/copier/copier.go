@@ -19,6 +19,7 @@ import (
 	"github.com/blkcopy/blkcopy/internal/offload"
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/plan"
+	"github.com/blkcopy/blkcopy/internal/sparse"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 	"github.com/blkcopy/blkcopy/internal/verify"
 )
@@ -69,6 +70,8 @@ type Request struct {
 	Verify      bool
 	NoSync      bool
 	DryRun      bool
+	// Sparse: what becomes of holes and zeroes (see package sparse).
+	Sparse sparse.Mode
 
 	Sys sysfs.Sys
 	// Start is called once the length is known, before the first write;
@@ -104,6 +107,13 @@ type Summary struct {
 	DryRun          bool          `json:"dry_run"`
 	Backward        bool          `json:"backward"`
 	Note            string        `json:"note,omitempty"`
+	// Sparse is --sparse. SparseBytes are source holes, neither read nor
+	// written as data; ZeroBytes were read, found zero and became holes
+	// or write-zeroes instead of data writes (they count in
+	// OnloadedBytes, SparseBytes do not).
+	Sparse      string `json:"sparse"`
+	SparseBytes int64  `json:"sparse_bytes"`
+	ZeroBytes   int64  `json:"zero_bytes"`
 	// Dry runs: what the plan would do.
 	PlannedOffloadBytes int64 `json:"planned_offload_bytes,omitempty"`
 	PlannedOnloadBytes  int64 `json:"planned_onload_bytes,omitempty"`
@@ -150,7 +160,7 @@ func onloadRetryable(err error) bool { return errors.Is(err, unix.EIO) }
 
 // Run performs the copy described by req.
 func Run(ctx context.Context, req Request) (sum *Summary, err error) {
-	sum = &Summary{Src: req.Src, Dst: req.Dst, SrcOffset: req.SrcOff, DstOffset: req.DstOff, Mode: req.Mode.String(), DryRun: req.DryRun}
+	sum = &Summary{Src: req.Src, Dst: req.Dst, SrcOffset: req.SrcOff, DstOffset: req.DstOff, Mode: req.Mode.String(), DryRun: req.DryRun, Sparse: req.Sparse.String()}
 	src, err := openSource(req.Sys, req.Src)
 	if err != nil {
 		return sum, fmt.Errorf("open source: %w", err)
@@ -206,9 +216,21 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 
 	overlap := sameDevice && abs(srcAbs-dstAbs) < n
-	sess, reason, err := openPath(req.Mode, req.OffloadPath, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
+	mode := req.Mode
+	if req.Sparse != sparse.Auto && !src.block && !dst.block && mode != OffloadOnly {
+		// always (cp --sparse=always): read the data to find zero blocks
+		// in it, which copy_file_range copies as data. never: write
+		// every byte, which copy_file_range does not do where it clones
+		// (a reflink on XFS or btrfs shares the source's extents and
+		// keeps its holes).
+		mode = OnloadOnly
+	}
+	sess, reason, err := openPath(mode, req.OffloadPath, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
 	if err != nil {
 		return sum, err
+	}
+	if mode != req.Mode {
+		reason = "--sparse " + req.Sparse.String() + " copies regular files through the host (always: to find zero blocks; never: to write every byte)"
 	}
 	if sess != nil {
 		defer sess.Close()
@@ -245,6 +267,10 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 
 	r := &runner{req: req, sum: sum, src: src, dst: dst, backward: p.Backward()}
+	if r.holes, err = newHoles(req.Sparse, src, dst, overlap); err != nil {
+		return sum, err
+	}
+	defer r.holes.close()
 	if sess != nil {
 		r.sess, r.lim, r.offloadOK = sess, sess.Limits(), true
 		r.reqSize = r.lim.Unit
@@ -259,12 +285,15 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 	began := time.Now()
 	runErr := r.run(ctx, p, srcAbs-req.SrcOff, dstAbs-req.DstOff)
+	if err := r.finishHoles(); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
 	sum.Duration = time.Since(began)
 	if sess != nil {
 		sum.OffloadRequests = sess.Requests()
 	}
 	if sum.Duration > 0 {
-		sum.BytesPerSecond = int64(float64(sum.OffloadedBytes+sum.OnloadedBytes) / sum.Duration.Seconds())
+		sum.BytesPerSecond = int64(float64(sum.OffloadedBytes+sum.OnloadedBytes+sum.SparseBytes) / sum.Duration.Seconds())
 	}
 	// Sync what was written even when the copy stopped, so the bytes an
 	// interrupt report calls done are on the medium.
@@ -380,6 +409,7 @@ type runner struct {
 	backward  bool
 	done      int64      // bytes of the finished prefix (or suffix when backward)
 	srcSums   *rangeSums // overlapping --verify: the source before the copy
+	holes     *holes     // --sparse auto/always; nil with never
 }
 
 func abs(x int64) int64 {
@@ -410,69 +440,84 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 		c.Src -= srcShift
 		c.Dst -= dstShift
 		r.sum.Chunks++
-		for c.Method == plan.Offload && r.offloadOK && c.Len > 0 {
-			if err := ctx.Err(); err != nil {
-				return errors.Join(w.drain(ctx), err)
-			}
-			q := c
-			q.Len = min(c.Len, r.reqSize)
-			canary := !r.canaryRun
-			if canary {
-				r.canaryRun = true
-				if r.lim.Canary > 0 {
-					q.Len = min(c.Len, r.lim.Canary)
-				}
-			}
-			if r.backward {
-				// The finished part must stay a suffix of the range for
-				// the resume point: take requests from the chunk's end.
-				q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
-			}
-			if canary && r.lim.Canary > 0 {
-				// Make the canary's destination differ from its source,
-				// or a copy that moved nothing over equal bytes (zeroes
-				// on zeroes) would pass the read-back.
-				if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
-					return fmt.Errorf("offload check: %w", err)
-				}
-			}
-			w.submit(ctx, q)
-			if canary {
-				if err := w.drain(ctx); err != nil {
-					return err
-				}
-				if r.lim.Canary > 0 && r.offloadOK {
-					if err := r.canary(ctx, q); err != nil {
-						return err
-					}
-				}
-			}
-			if w.stopped() {
-				return w.drain(ctx)
-			}
-			c.Len -= q.Len
-			if !r.backward {
-				c.Src, c.Dst = c.Src+q.Len, c.Dst+q.Len
-			}
+		var err error
+		if r.holes != nil && r.holes.srcExtents {
+			err = r.extents(ctx, w, c)
+		} else {
+			err = r.chunk(ctx, w, c)
 		}
-		if c.Len == 0 {
-			continue
-		}
-		// An onload chunk, or the rest of an offload chunk after offload
-		// was disabled.
-		if err := w.drain(ctx); err != nil {
-			return err
-		}
-		n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len)
 		if err != nil {
-			if errors.Is(err, context.Canceled) && !r.backward {
-				r.done += n // a forward copy's written prefix is a valid resume point
-			}
 			return err
 		}
-		r.done += c.Len
 	}
 	return w.drain(ctx)
+}
+
+// chunk runs one chunk (or a data extent of one) through the offload
+// window, or through the host.
+func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
+	for c.Method == plan.Offload && r.offloadOK && c.Len > 0 {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(w.drain(ctx), err)
+		}
+		q := c
+		q.Len = min(c.Len, r.reqSize)
+		canary := !r.canaryRun
+		if canary {
+			r.canaryRun = true
+			if r.lim.Canary > 0 {
+				q.Len = min(c.Len, r.lim.Canary)
+			}
+		}
+		if r.backward {
+			// The finished part must stay a suffix of the range for
+			// the resume point: take requests from the chunk's end.
+			q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
+		}
+		if canary && r.lim.Canary > 0 {
+			// Make the canary's destination differ from its source,
+			// or a copy that moved nothing over equal bytes (zeroes
+			// on zeroes) would pass the read-back.
+			if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
+				return fmt.Errorf("offload check: %w", err)
+			}
+		}
+		w.submit(ctx, q)
+		if canary {
+			if err := w.drain(ctx); err != nil {
+				return err
+			}
+			if r.lim.Canary > 0 && r.offloadOK {
+				if err := r.canary(ctx, q); err != nil {
+					return err
+				}
+			}
+		}
+		if w.stopped() {
+			return w.drain(ctx)
+		}
+		c.Len -= q.Len
+		if !r.backward {
+			c.Src, c.Dst = c.Src+q.Len, c.Dst+q.Len
+		}
+	}
+	if c.Len == 0 {
+		return nil
+	}
+	// An onload chunk, or the rest of an offload chunk after offload
+	// was disabled.
+	if err := w.drain(ctx); err != nil {
+		return err
+	}
+	n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && !r.backward {
+			r.done += n // a forward copy's written prefix is a valid resume point
+		}
+		return err
+	}
+	r.done += c.Len
+	return nil
 }
 
 // requestTarget is how long one offload request should take: long enough
@@ -620,7 +665,11 @@ func (r *runner) offloadFailed(ctx context.Context, q *request, err error) error
 // a stop), not once per chunk, which would cost a cache flush per chunk on
 // overlapping copies.
 func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n int64) (int64, error) {
-	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress, NoSync: true})
+	opt, err := r.holes.onloadOptions(onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress, NoSync: true}, max(r.src.lbs, r.dst.lbs))
+	if err != nil {
+		return 0, err
+	}
+	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, opt)
 	r.sum.OnloadedBytes += w
 	return w, err
 }
