@@ -125,7 +125,7 @@ func (d *Dest) punch(off, n int64) error {
 			d.noPunch.Store(true)
 			return d.write(off, n)
 		}
-		return fmt.Errorf("punch hole in %s at offset %d (%d bytes): %w", d.path, off, n, err)
+		return fmt.Errorf("punch hole %s at offset %d (%d bytes): %w", d.path, off, n, err)
 	}
 }
 
@@ -147,7 +147,13 @@ func (d *Dest) zeroBlock(off, n int64) error {
 			return d.patch(hi, end)
 		}
 		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
-			return err
+			// Named like every other failed write, so a medium error
+			// reads the same whichever way the zeroes went.
+			var se *os.SyscallError
+			if errors.As(err, &se) {
+				err = se
+			}
+			return fmt.Errorf("write %s at offset %d: %d bytes of zeroes by %w", d.path, lo, hi-lo, err)
 		}
 		// A driver or kernel without it: write the zeroes ourselves.
 		d.writeZeroes.Store(false)
@@ -195,7 +201,7 @@ func (d *Dest) write(off, n int64) error {
 	for n > 0 {
 		k := min(n, int64(len(d.zbuf)))
 		if err := pwrite(d.f, d.zbuf[:k], off); err != nil {
-			return fmt.Errorf("write zeroes to %s at offset %d: %w", d.path, off, err)
+			return fmt.Errorf("write %s at offset %d: %w", d.path, off, err)
 		}
 		off, n = off+k, n-k
 	}

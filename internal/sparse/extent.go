@@ -32,14 +32,14 @@ func NextExtent(f *os.File, off, end int64) (Extent, error) {
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP):
 		return Extent{Off: off, Len: end - off}, nil
 	case err != nil:
-		return Extent{}, fmt.Errorf("seek data in %s from offset %d: %w", f.Name(), off, err)
+		return Extent{}, fmt.Errorf("seek %s at offset %d (SEEK_DATA): %w", f.Name(), off, err)
 	}
 	if data > off {
 		return Extent{Off: off, Len: min(data, end) - off, Hole: true}, nil
 	}
 	hole, err := unix.Seek(fd, off, unix.SEEK_HOLE)
 	if err != nil {
-		return Extent{}, fmt.Errorf("seek hole in %s from offset %d: %w", f.Name(), off, err)
+		return Extent{}, fmt.Errorf("seek %s at offset %d (SEEK_HOLE): %w", f.Name(), off, err)
 	}
 	return Extent{Off: off, Len: min(hole, end) - off}, nil
 }
