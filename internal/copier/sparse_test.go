@@ -409,3 +409,48 @@ func TestInterruptedSparseCopyResumesToTheSameResult(t *testing.T) {
 		}
 	}
 }
+
+// Overlapping copies within one device or file, with holes and zero runs in
+// the moved range: zero runs become write-zeroes or punched holes chunk by
+// chunk in memmove order, and the result is still a memmove.
+func TestOverlappingSparseCopyIsAMemmove(t *testing.T) {
+	tests := []struct {
+		name           string
+		srcOff, dstOff int64
+	}{
+		{"destination after source (backward)", 0, 300 * kib},
+		{"destination before source (forward)", 300 * kib, 4096 + 512},
+	}
+	const n = sparseLen - 300*kib
+	for _, kind := range []string{"file", "loop"} {
+		for _, tt := range tests {
+			t.Run(kind+"/"+tt.name, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "img")
+				content := writeSparseSource(t, path)
+				if kind == "loop" {
+					sysfstest.RequireRoot(t)
+					content = append(content, make([]byte, 4<<20-len(content))...) // whole sectors
+					path = loop(t, content)
+				}
+				want := append([]byte(nil), content...)
+				copy(want[tt.dstOff:], content[tt.srcOff:tt.srcOff+n])
+				// Between files auto keeps copy_file_range; always reads
+				// through the host, where zero runs are found.
+				mode := sparse.Always
+				if kind == "loop" {
+					mode = sparse.Auto
+				}
+				sum, err := Run(context.Background(), Request{Src: path, Dst: path, SrcOff: tt.srcOff, DstOff: tt.dstOff, Len: n, LenSet: true, BufSize: chunk, Sys: sys, Verify: true, Sparse: mode})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sum.ZeroBytes == 0 {
+					t.Errorf("zero_bytes 0: the zero runs in the moved range were written as data")
+				}
+				if got := onloadtest.ReadFile(t, path); !bytes.Equal(got, want) {
+					t.Fatalf("not the memmove result: differs at offset %d", onloadtest.FirstDiff(got, want))
+				}
+			})
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -31,6 +32,11 @@ type Dest struct {
 	writeZeroes atomic.Bool
 	// noPunch is set once the file system refused to punch a hole.
 	noPunch atomic.Bool
+	// probing: the next zero run long enough is split between a plain
+	// write and write-zeroes, both timed, and the faster way is kept;
+	// slower records that write-zeroes lost.
+	probing atomic.Bool
+	slower  atomic.Bool
 
 	once    sync.Once
 	zbuf    []byte // page-aligned zeroes for plain zero writes
@@ -44,6 +50,10 @@ type DestConfig struct {
 	Block       bool
 	Align       int64
 	WriteZeroes bool
+	// Probe (--sparse auto) measures write-zeroes against writing zeroes
+	// on the first run of 2 MiB or more and keeps the faster; without it
+	// write-zeroes is used whatever it costs (--sparse always).
+	Probe bool
 }
 
 // NewDest prepares a destination; a regular file's size is taken now, so
@@ -51,6 +61,7 @@ type DestConfig struct {
 func NewDest(c DestConfig) (*Dest, error) {
 	d := &Dest{f: c.File, path: c.File.Name(), block: c.Block, align: max(c.Align, 1)}
 	d.writeZeroes.Store(c.WriteZeroes)
+	d.probing.Store(c.WriteZeroes && c.Probe)
 	if !c.Block {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(c.File.Fd()), &st); err != nil {
@@ -78,6 +89,18 @@ func (d *Dest) NoPunch() bool { return d.noPunch.Load() }
 
 // WriteZeroes reports whether write-zeroes requests are (still) in use.
 func (d *Dest) WriteZeroes() bool { return d.writeZeroes.Load() }
+
+// Slower reports whether write-zeroes measured slower than writing zeroes
+// on this device, so zero runs were written as data after the probe.
+func (d *Dest) Slower() bool { return d.slower.Load() }
+
+// zeroOut is a test seam: tests make write-zeroes slow, which no device
+// here is on demand.
+var zeroOut = ioctl.ZeroOut
+
+// probeBytes is what the probe writes as plain zeroes: 1 MiB is many
+// device requests' worth, enough to time, little to spend.
+const probeBytes = 1 << 20
 
 // Zero makes [off, off+n) read as zeroes and changes nothing outside it.
 func (d *Dest) Zero(off, n int64) error {
@@ -142,7 +165,15 @@ func (d *Dest) zeroBlock(off, n int64) error {
 		return err
 	}
 	if d.writeZeroes.Load() {
-		err := ioctl.ZeroOut(d.f, lo, hi-lo)
+		var err error
+		if hi-lo >= 2*probeBytes && d.probing.CompareAndSwap(true, false) {
+			var perr error
+			if lo, err, perr = d.probe(lo, hi); perr != nil {
+				return perr
+			}
+		} else {
+			err = zeroOut(d.f, lo, hi-lo)
+		}
 		if err == nil {
 			return d.patch(hi, end)
 		}
@@ -162,6 +193,31 @@ func (d *Dest) zeroBlock(off, n int64) error {
 		return err
 	}
 	return d.patch(hi, end)
+}
+
+// probe zeroes [lo, hi) with a plain write of its first probeBytes and
+// write-zeroes for the rest, and keeps write-zeroes only if it took no more
+// time per byte: the kernel turns it into the device's own command, or into
+// writes of its zero page where there is none, and a device (or a thin
+// layer under it) may do that slower than a plain write. It returns where
+// the write-zeroes part began and its error (wzErr, for the caller to
+// judge), or the plain write's error.
+func (d *Dest) probe(lo, hi int64) (wzLo int64, wzErr, err error) {
+	began := time.Now()
+	if err := d.write(lo, probeBytes); err != nil {
+		return lo, nil, err
+	}
+	plain := time.Since(began).Seconds() / probeBytes
+	lo += probeBytes
+	began = time.Now()
+	if err := zeroOut(d.f, lo, hi-lo); err != nil {
+		return lo, err, nil
+	}
+	if wz := time.Since(began).Seconds() / float64(hi-lo); wz > plain {
+		d.slower.Store(true)
+		d.writeZeroes.Store(false)
+	}
+	return lo, nil, nil
 }
 
 // patch zeroes [off, end) inside one logical block of a block device,
