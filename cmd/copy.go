@@ -74,7 +74,9 @@ becomes nothing where the file is new or being extended and a punched hole
 blocks, and everywhere if the file system cannot punch) where it held data;
 on a block device it becomes one write-zeroes request (BLKZEROOUT: NVMe
 Write Zeroes, SCSI WRITE SAME, a loop device's fallocate; the kernel writes
-zero pages where the device has none). Between regular files the data
+zero pages where the device has none); auto times it against a plain write
+of zeroes on the first run of 2 MiB or more and keeps the faster, always
+uses it regardless. Between regular files the data
 extents go through copy_file_range; copies a device offloads stay
 offloaded (nothing is read to look for zeroes). always also reads regular
 files' data to find zero blocks in it instead of using copy_file_range
