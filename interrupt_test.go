@@ -123,3 +123,82 @@ func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
 		})
 	}
 }
+
+// With --state, SIGTERM records the exact point in the state file too, and
+// the printed resume command is the same request with --state: running it
+// resumes from the record and says so.
+func TestInterruptWithStateResumesFromTheStateFile(t *testing.T) {
+	dir := t.TempDir()
+	src, dst, rec := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img"), filepath.Join(dir, "copy.state")
+	const size = 32 << 20
+	data := make([]byte, size)
+	for i := 0; i < size; i += 4096 {
+		binary.LittleEndian.PutUint32(data[i:], uint32(i)+1)
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, bytes.Repeat([]byte{0xAA}, 40<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := blkcopyCommand(t, src, dst, "--src-offset", "4096", "--dst-offset", "1M", "--len", "24M",
+		"--mode", "onload", "--chunk", "4K", "--progress", "always", "--state", rec)
+	stderr, err := c.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	signalled := false
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := stderr.Read(buf)
+		all.Write(buf[:n])
+		if !signalled && strings.Contains(all.String(), "copying") {
+			c.Process.Signal(syscall.SIGTERM)
+			signalled = true
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	var ee *exec.ExitError
+	if err := c.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want status 130; stderr:\n%s", err, all.String())
+	}
+	var resume string
+	var done int64
+	for _, line := range strings.Split(all.String(), "\n") {
+		if r, ok := strings.CutPrefix(line, "blkcopy: resume with: "); ok {
+			resume = r
+		}
+		fmt.Sscanf(line[strings.LastIndex(line, "\r")+1:], "blkcopy: interrupted after %d of", &done)
+	}
+	want := fmt.Sprintf("--src-offset 4096 --dst-offset 1048576 --len 25165824 --state %s --mode onload --chunk 4096 --progress always", rec)
+	if !strings.HasSuffix(resume, want) {
+		t.Fatalf("resume command %q; want the whole request again with --state, ending %q", resume, want)
+	}
+	if !strings.Contains(all.String(), "progress recorded in state file "+rec) || done <= 0 {
+		t.Errorf("the interrupt report does not say the progress (%d bytes) is in the state file:\n%s", done, all.String())
+	}
+	args := strings.Fields(resume)[1:]
+	args[len(args)-1] = "never" // --progress
+	out, err := blkcopyCommand(t, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("resume %s: %v: %s", resume, err, out)
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("resumed from byte %d of 25165824", done)) {
+		t.Errorf("the resume does not say it resumed from byte %d:\n%s", done, out)
+	}
+	got, _ := os.ReadFile(dst)
+	wantDst := bytes.Repeat([]byte{0xAA}, 40<<20)
+	copy(wantDst[1<<20:], data[4096:4096+24<<20])
+	if !bytes.Equal(got, wantDst) {
+		t.Fatal("after the resume the destination differs from an uninterrupted copy")
+	}
+	if _, err := os.Stat(rec); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file left after the copy finished: %v", err)
+	}
+}

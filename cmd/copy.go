@@ -35,6 +35,7 @@ type copyOptions struct {
 	verify, quiet, json          bool
 	noSync, dryRun               bool
 	sysroot                      string
+	state                        string
 
 	prog string // the program name as invoked, for the resume command
 	// isTerminal reports whether progress may draw on stderr.
@@ -85,6 +86,22 @@ destinations whose blocks must be allocated.
 
 Sizes: ` + size.Help + `.
 
+Crash-safe copies: with --state FILE, blkcopy records in FILE what the copy
+is (both ends: a block device's stable ID, or device number, and size; a
+file's inode; offsets, length, direction) and how much of it is durable,
+advancing that only after an
+fdatasync of the destination, every few seconds or few hundred MiB. If the
+copy is killed (kill -9, a crash, a power cut), running the same command
+again resumes at the recorded point ("resumed from byte N"); a FILE that
+records another copy is refused (exit 1) before anything is written. When
+the copy finishes, FILE is removed: running the command again then copies
+again, from the start. An overlapping copy (data moved within one device)
+records its progress at least once per distance between source and
+destination, which is what makes its resumption safe, and when it finishes
+keeps FILE, marked done: running it again does nothing and exits 0, since
+moving the data twice would not give the same result; remove FILE to move
+again.
+
 Exit status: 0 done, 1 error, 2 usage error, 3 offload required (--mode
 offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
 		Example: `  # Copy the first 4 GiB of one partition onto another, offloaded if possible
@@ -99,7 +116,11 @@ offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
   # In a backup script: machine-readable result, no progress, exit status
   if out=$(blkcopy /dev/vg/snap /backup/snap.img --json); then
       echo "$out" | jq '.bytes, .offloaded_bytes, .bytes_per_second'
-  fi`,
+  fi
+
+  # A long copy that survives kill -9, a crash or a power cut: the same
+  # command, run again, resumes where the last one stood
+  blkcopy /dev/vg/snap /backup/snap.img --state /var/lib/backup/snap.state --json`,
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageErrorf("missing SRC and DST (see 'blkcopy --help')")
@@ -133,6 +154,7 @@ offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing on success")
 	f.BoolVar(&o.json, "json", false, "print one JSON object with the result on stdout (failures too)")
 	f.BoolVar(&o.noSync, "no-sync", false, "skip the final fdatasync of the destination")
+	f.StringVar(&o.state, "state", "", "record the copy's durable progress in this file and resume from it when run again (see above); removed when the copy finishes (kept, marked done, for an overlapping copy)")
 	f.BoolVarP(&o.dryRun, "dry-run", "n", false, "print the plan (chunks, method, why offload is or is not used) and write nothing")
 	f.StringVar(&o.sysroot, "sysroot", "/", "read sysfs under this directory")
 	_ = f.MarkHidden("sysroot")
@@ -148,7 +170,7 @@ func progName() string {
 
 // request checks the flags that need no device and builds the request.
 func (o *copyOptions) request() (copier.Request, error) {
-	req := copier.Request{Src: o.src, Dst: o.dst, Verify: o.verify, NoSync: o.noSync, DryRun: o.dryRun, Sys: sysfs.Sys{Root: o.sysroot}}
+	req := copier.Request{Src: o.src, Dst: o.dst, Verify: o.verify, NoSync: o.noSync, DryRun: o.dryRun, State: o.state, Sys: sysfs.Sys{Root: o.sysroot}}
 	var err error
 	if req.Mode, err = copier.ParseMode(o.mode); err != nil {
 		return req, &usageError{err}
@@ -183,6 +205,9 @@ func (o *copyOptions) request() (copier.Request, error) {
 	const maxOff = 1<<63 - 1
 	if req.LenSet && (req.SrcOff > maxOff-req.Len || req.DstOff > maxOff-req.Len) {
 		return req, usageErrorf("offset + --len overflows a 64-bit file offset")
+	}
+	if o.state != "" && o.noSync {
+		return req, usageErrorf("--state records only what an fdatasync made durable: it cannot go with --no-sync")
 	}
 	if o.chunk.IsSet {
 		if o.chunk.N < 4096 || o.chunk.N%4096 != 0 || o.chunk.N > 1<<30 {
@@ -222,6 +247,9 @@ func runCopy(ctx context.Context, o *copyOptions, s *Streams) error {
 	var ie *copier.InterruptedError
 	if errors.As(err, &ie) {
 		fmt.Fprintf(s.Err, "blkcopy: interrupted after %d of %d bytes; the destination range up to there is %s\n", ie.Done, ie.Total, map[bool]string{true: "synced", false: "written (not synced: --no-sync)"}[sum.Synced])
+		if o.state != "" {
+			fmt.Fprintf(s.Err, "blkcopy: progress recorded in state file %s\n", o.state)
+		}
 		fmt.Fprintf(s.Err, "blkcopy: resume with: %s\n", o.resumeCommand(ie))
 		if o.json {
 			writeJSON(s, struct {
@@ -295,6 +323,9 @@ func printSummary(s *Streams, sum *copier.Summary) {
 	} else if sum.FallbackReason != "" && sum.OnloadedBytes > 0 {
 		fmt.Fprintf(s.Out, "not offloaded: %s\n", sum.FallbackReason)
 	}
+	if sum.ResumedFrom > 0 {
+		fmt.Fprintf(s.Out, "resumed from byte %d of %d (the state file's record)\n", sum.ResumedFrom, sum.ResumedFrom+sum.Bytes)
+	}
 	if sum.Note != "" {
 		fmt.Fprintf(s.Out, "note: %s\n", sum.Note)
 	}
@@ -311,6 +342,9 @@ func printPlan(s *Streams, sum *copier.Summary) {
 	}
 	fmt.Fprintf(s.Out, "dry run: copy %s (%d bytes) from %s at offset %d to %s at offset %d\n",
 		size.Format(sum.Bytes), sum.Bytes, sum.Src, sum.SrcOffset, sum.Dst, sum.DstOffset)
+	if sum.ResumedFrom > 0 {
+		fmt.Fprintf(s.Out, "  would resume from byte %d of %d (the state file's record): the rest is planned\n", sum.ResumedFrom, sum.ResumedFrom+sum.Bytes)
+	}
 	fmt.Fprintf(s.Out, "  chunks:  %d, %s\n", sum.Chunks, dir)
 	fmt.Fprintf(s.Out, "  offload: %s (%d bytes)\n", size.Format(sum.PlannedOffloadBytes), sum.PlannedOffloadBytes)
 	fmt.Fprintf(s.Out, "  onload:  %s (%d bytes), I/O size %s\n", size.Format(sum.PlannedOnloadBytes), sum.PlannedOnloadBytes, size.Format(sum.BufSize))
@@ -324,12 +358,20 @@ func printPlan(s *Streams, sum *copier.Summary) {
 }
 
 // resumeCommand is the exact command line that finishes an interrupted
-// copy: the same request with the offsets and length of what is left.
+// copy: the same request with the offsets and length of what is left; with
+// --state, the whole request again, since the state file says what is left.
 func (o *copyOptions) resumeCommand(ie *copier.InterruptedError) string {
 	args := []string{o.prog, o.src, o.dst,
 		"--src-offset", strconv.FormatInt(ie.SrcOff, 10),
 		"--dst-offset", strconv.FormatInt(ie.DstOff, 10),
 		"--len", strconv.FormatInt(ie.Len, 10)}
+	if o.state != "" {
+		args = []string{o.prog, o.src, o.dst,
+			"--src-offset", strconv.FormatInt(ie.ReqSrcOff, 10),
+			"--dst-offset", strconv.FormatInt(ie.ReqDstOff, 10),
+			"--len", strconv.FormatInt(ie.Total, 10),
+			"--state", o.state}
+	}
 	if o.mode != "auto" {
 		args = append(args, "--mode", o.mode)
 	}

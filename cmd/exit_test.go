@@ -42,6 +42,17 @@ func TestResumeCommandRepeatsTheRequestForWhatIsLeft(t *testing.T) {
 	}
 }
 
+// With --state the state file says what is left: the resume command is
+// the whole request again, which the record matches.
+func TestResumeCommandWithStateRepeatsTheWholeRequest(t *testing.T) {
+	o := &copyOptions{prog: "blkcopy", src: "/dev/sda", dst: "/dev/sdb", mode: "auto", progress: "auto", state: "/var/lib/b/copy.state"}
+	got := o.resumeCommand(&copier.InterruptedError{Done: 1 << 20, Total: 8 << 20, SrcOff: 4096 + 1<<20, DstOff: 1 << 20, Len: 7 << 20, ReqSrcOff: 4096, ReqDstOff: 0})
+	want := `blkcopy /dev/sda /dev/sdb --src-offset 4096 --dst-offset 0 --len 8388608 --state /var/lib/b/copy.state`
+	if got != want {
+		t.Errorf("resume command\n got %s\nwant %s", got, want)
+	}
+}
+
 func TestShellQuoteOnlyQuotesWhatNeedsIt(t *testing.T) {
 	tests := map[string]string{
 		"/dev/nvme0n1p2":    "/dev/nvme0n1p2",

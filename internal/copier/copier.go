@@ -72,6 +72,10 @@ type Request struct {
 	DryRun      bool
 	// Sparse: what becomes of holes and zeroes (see package sparse).
 	Sparse sparse.Mode
+	// State is the --state file: the copy records in it, durably, how far
+	// it got, and a copy that finds a record of itself there resumes from
+	// it (checkpoint.go). Empty: no record.
+	State string
 
 	Sys sysfs.Sys
 	// Start is called once the length is known, before the first write;
@@ -106,7 +110,11 @@ type Summary struct {
 	Synced          bool          `json:"synced"`
 	DryRun          bool          `json:"dry_run"`
 	Backward        bool          `json:"backward"`
-	Note            string        `json:"note,omitempty"`
+	// ResumedFrom is how many bytes of the range a --state record had
+	// done before this run; Bytes, OffloadedBytes and OnloadedBytes count
+	// this run's copy of the rest.
+	ResumedFrom int64  `json:"resumed_from"`
+	Note        string `json:"note,omitempty"`
 	// Sparse is --sparse. SparseBytes are source holes, neither read nor
 	// written as data; ZeroBytes were read, found zero and became holes
 	// or write-zeroes instead of data writes (they count in
@@ -144,7 +152,10 @@ type InterruptedError struct {
 	Done, Total int64
 	// Resume values: the request that finishes the copy.
 	SrcOff, DstOff, Len int64
-	Err                 error
+	// The whole request's offsets (Total is its length): with --state,
+	// running it again resumes from the record.
+	ReqSrcOff, ReqDstOff int64
+	Err                  error
 }
 
 func (e *InterruptedError) Error() string {
@@ -173,6 +184,10 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 	if req.LenSet && req.Len > src.size-req.SrcOff {
 		return sum, fmt.Errorf("source %s: range %d+%d is past its end (%d bytes); refusing a short copy", src.path, req.SrcOff, req.Len, src.size)
+	}
+	prior, err := loadState(req)
+	if err != nil {
+		return sum, err
 	}
 	dst, created, err := openDest(req.Sys, req.Dst, req.DryRun)
 	if errors.Is(err, ErrInUse) || errors.Is(err, ErrReadOnly) {
@@ -216,6 +231,29 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 
 	overlap := sameDevice && abs(srcAbs-dstAbs) < n
+	backward := overlap && dstAbs > srcAbs
+	full, fullOverlap := n, overlap
+	var ck *checkpointer
+	if req.State != "" {
+		if ck, err = newCheckpointer(req, prior, src, dst, n, backward); err != nil {
+			return sum, err
+		}
+		// Resume after what the record has done, as an interrupt's resume
+		// command would: a forward copy after its done head, a backward
+		// one before its done tail.
+		done := ck.base
+		if !backward {
+			req.SrcOff, req.DstOff, srcAbs, dstAbs = req.SrcOff+done, req.DstOff+done, srcAbs+done, dstAbs+done
+		}
+		n -= done
+		req.Len, req.LenSet, sum.Bytes, sum.ResumedFrom = n, true, n, done
+		if overlap = sameDevice && abs(srcAbs-dstAbs) < n; overlap {
+			ck.lead = abs(srcAbs - dstAbs)
+		}
+		if n == 0 {
+			return sum, finishedEarlier(ctx, req, sum, src, dst, full, fullOverlap)
+		}
+	}
 	mode := req.Mode
 	if req.Sparse != sparse.Auto && !src.block && !dst.block && mode != OffloadOnly {
 		// always (cp --sparse=always): read the data to find zero blocks
@@ -240,7 +278,12 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	if req.Mode == OffloadOnly && sess == nil {
 		return sum, fmt.Errorf("%w: %s", ErrOffloadUnavailable, reason)
 	}
-	in := plan.Input{Src: srcAbs, Dst: dstAbs, Len: n, SameDevice: sameDevice, BlockSize: max(src.lbs, dst.lbs)}
+	in := plan.Input{Src: srcAbs, Dst: dstAbs, Len: n, SameDevice: sameDevice, BlockSize: max(src.lbs, dst.lbs), Backward: backward}
+	if ck != nil && backward {
+		// A backward chunk's bytes count as done only once it is whole
+		// (the done suffix grows chunk by chunk): bound them for the record.
+		in.OnloadMax = cadence.bytes
+	}
 	if sess != nil {
 		lim := sess.Limits()
 		in.BlockSize, in.OffloadMax = lim.Align, lim.Request
@@ -266,11 +309,19 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		return sum, nil
 	}
 
-	r := &runner{req: req, sum: sum, src: src, dst: dst, backward: p.Backward()}
+	r := &runner{req: req, sum: sum, src: src, dst: dst, backward: p.Backward(), ck: ck}
+	if !fullOverlap {
+		// --verify on a resumed copy compares the whole range; an
+		// overlapping copy can only check what this run copied.
+		r.verifyFrom = sum.ResumedFrom
+	}
 	if r.holes, err = newHoles(req.Sparse, src, dst, overlap); err != nil {
 		return sum, err
 	}
 	defer r.holes.close()
+	if err := r.holes.grow(req.DstOff + n); err != nil {
+		return sum, fmt.Errorf("set the size of %s: %w", dst.path, err)
+	}
 	if sess != nil {
 		r.sess, r.lim, r.offloadOK = sess, sess.Limits(), true
 		r.reqSize = r.lim.Unit
@@ -280,14 +331,21 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 			return sum, err
 		}
 	}
+	if ck != nil {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		if err := ck.start(cancel, created); err != nil {
+			return sum, err
+		}
+		defer ck.close()
+	}
 	if req.Start != nil {
 		req.Start(n)
 	}
 	began := time.Now()
 	runErr := r.run(ctx, p, srcAbs-req.SrcOff, dstAbs-req.DstOff)
-	if err := r.finishHoles(); err != nil {
-		runErr = errors.Join(runErr, err)
-	}
+	r.finishHoles()
 	sum.Duration = time.Since(began)
 	if sess != nil {
 		sum.OffloadRequests = sess.Requests()
@@ -303,24 +361,48 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		}
 		sum.Synced = true
 	}
+	if ck != nil {
+		if err := ck.close(); err != nil {
+			return sum, err // the record could not be kept: the copy was stopped
+		}
+		// Record where a stop left the copy (the destination was just
+		// synced), and a finished copy before a long --verify, so that a
+		// rerun after a kill during it does not copy again.
+		if runErr != nil || req.Verify {
+			if err := ck.record(r.done); err != nil {
+				return sum, errors.Join(runErr, err)
+			}
+		}
+	}
 	if runErr != nil {
 		if errors.Is(runErr, context.Canceled) {
-			ie := &InterruptedError{Done: r.done, Total: n, Len: n - r.done, Err: runErr}
-			ie.SrcOff, ie.DstOff = req.SrcOff, req.DstOff
+			// Counted on the whole range, so that with --state the same
+			// command resumes, and without it these offsets do.
+			done := sum.ResumedFrom + r.done
+			ie := &InterruptedError{Done: done, Total: full, Len: full - done, Err: runErr, ReqSrcOff: sum.SrcOffset, ReqDstOff: sum.DstOffset}
+			ie.SrcOff, ie.DstOff = sum.SrcOffset, sum.DstOffset
 			if !r.backward {
-				ie.SrcOff, ie.DstOff = req.SrcOff+r.done, req.DstOff+r.done
+				ie.SrcOff, ie.DstOff = sum.SrcOffset+done, sum.DstOffset+done
 			}
 			return sum, ie
 		}
 		return sum, runErr
 	}
+	var verr error
 	if req.Verify {
-		if err := r.verifyAll(ctx); err != nil {
-			return sum, err
+		if verr = r.verifyAll(ctx); verr == nil {
+			sum.Verified = true
 		}
-		sum.Verified = true
 	}
-	return sum, nil
+	if ck != nil {
+		if err := ck.settle(r.done, fullOverlap, verr); err != nil {
+			return sum, errors.Join(verr, err)
+		}
+		if fullOverlap {
+			sum.Note = joinNote(sum.Note, keptNote(req.State))
+		}
+	}
+	return sum, verr
 }
 
 func joinNote(a, b string) string {
@@ -409,7 +491,11 @@ type runner struct {
 	backward  bool
 	done      int64      // bytes of the finished prefix (or suffix when backward)
 	srcSums   *rangeSums // overlapping --verify: the source before the copy
-	holes     *holes     // --sparse auto/always; nil with never
+	// verifyFrom: --verify also compares this many bytes before the range
+	// (the part a --state record had done when this run resumed).
+	verifyFrom int64
+	ck         *checkpointer // --state; nil without
+	holes      *holes        // --sparse auto/always; nil with never
 }
 
 func abs(x int64) int64 {
@@ -469,10 +555,16 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 				q.Len = min(c.Len, r.lim.Canary)
 			}
 		}
+		if r.ck != nil {
+			q.Len = min(q.Len, r.ck.requestMax(r.lim.Align))
+		}
 		if r.backward {
 			// The finished part must stay a suffix of the range for
 			// the resume point: take requests from the chunk's end.
 			q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
+		}
+		if err := r.beforeWrite(ctx, w, q.Len); err != nil {
+			return errors.Join(w.drain(ctx), err)
 		}
 		if canary && r.lim.Canary > 0 {
 			// Make the canary's destination differ from its source,
@@ -496,6 +588,7 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 		if w.stopped() {
 			return w.drain(ctx)
 		}
+		r.publish() // after the canary: its bytes count once checked
 		c.Len -= q.Len
 		if !r.backward {
 			c.Src, c.Dst = c.Src+q.Len, c.Dst+q.Len
@@ -509,7 +602,10 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 	if err := w.drain(ctx); err != nil {
 		return err
 	}
-	n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len)
+	if err := r.beforeWrite(ctx, w, c.Len); err != nil {
+		return err
+	}
+	n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len, r.done)
 	if err != nil {
 		if errors.Is(err, context.Canceled) && !r.backward {
 			r.done += n // a forward copy's written prefix is a valid resume point
@@ -517,7 +613,33 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 		return err
 	}
 	r.done += c.Len
+	r.publish()
 	return nil
+}
+
+// publish tells the --state record how far the copy is.
+func (r *runner) publish() {
+	if r.ck != nil {
+		r.ck.publish(r.done)
+	}
+}
+
+// beforeWrite keeps an overlapping --state copy resumable (see
+// checkpoint.go): before a chunk or request of n bytes that would write
+// more than the distance past the durable point, it makes what is done
+// durable and recorded. The window holds one request on overlapping
+// copies, so draining it first waits for nothing submit would not.
+func (r *runner) beforeWrite(ctx context.Context, w *window, n int64) error {
+	if r.ck == nil || r.ck.lead == 0 {
+		return nil
+	}
+	if err := w.drain(ctx); err != nil {
+		return err
+	}
+	if r.done+n-r.ck.saved.Load() <= r.ck.lead {
+		return nil
+	}
+	return r.ck.record(r.done)
 }
 
 // requestTarget is how long one offload request should take: long enough
@@ -537,7 +659,11 @@ func (r *runner) adapt(n int64, d time.Duration) {
 		want = int64(float64(n) / d.Seconds() * requestTarget.Seconds())
 	}
 	want = min(want, r.reqSize*4, r.lim.Request)
-	r.reqSize = max(want/r.lim.Unit*r.lim.Unit, r.lim.Unit)
+	step := r.lim.Unit
+	if c := r.lim.Command; c > step && want >= c {
+		step = c // whole commands: no partial one per request
+	}
+	r.reqSize = max(want/step*step, r.lim.Unit)
 }
 
 // request is one Copy call of the offload path.
@@ -655,7 +781,7 @@ func (r *runner) offloadFailed(ctx context.Context, q *request, err error) error
 		return err
 	}
 	c := q.c
-	n, err := r.onloadChunk(ctx, c.Src+q.n, c.Dst+q.n, c.Len-q.n)
+	n, err := r.onloadChunk(ctx, c.Src+q.n, c.Dst+q.n, c.Len-q.n, r.done+q.n)
 	q.n += n
 	return err
 }
@@ -663,9 +789,22 @@ func (r *runner) offloadFailed(ctx context.Context, q *request, err error) error
 // onloadChunk copies through the host and returns the bytes written, a
 // prefix of the range. It does not sync: Run syncs once at the end (or on
 // a stop), not once per chunk, which would cost a cache flush per chunk on
-// overlapping copies.
-func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n int64) (int64, error) {
-	opt, err := r.holes.onloadOptions(onload.Options{BufSize: r.sum.BufSize, Progress: r.req.Progress, NoSync: true}, max(r.src.lbs, r.dst.lbs))
+// overlapping copies. prefix is the run's done count before the range when
+// the range extends a forward copy's finished prefix: then its written
+// prefix counts as done for the --state record as it grows; -1 otherwise.
+func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n, prefix int64) (int64, error) {
+	progress := r.req.Progress
+	if r.ck != nil && prefix >= 0 && !r.backward {
+		var written int64 // the engine's Progress calls never overlap
+		progress = func(k int64) {
+			written += k
+			r.ck.publish(prefix + written)
+			if r.req.Progress != nil {
+				r.req.Progress(k)
+			}
+		}
+	}
+	opt, err := r.holes.onloadOptions(onload.Options{BufSize: r.sum.BufSize, Progress: progress, NoSync: true}, max(r.src.lbs, r.dst.lbs))
 	if err != nil {
 		return 0, err
 	}
@@ -690,7 +829,7 @@ func (r *runner) canary(ctx context.Context, c plan.Chunk) error {
 	}
 	r.sum.OffloadedBytes -= c.Len
 	r.disableOffload(fmt.Sprintf("%s reported success but %s at offset %d does not match the source; offload is not trustworthy here", r.sess.name, r.dst.path, c.Dst+diff))
-	if _, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len); err != nil {
+	if _, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len, -1); err != nil {
 		return err
 	}
 	if r.req.Mode == OffloadOnly {
@@ -727,12 +866,13 @@ func (r *runner) verifyAll(ctx context.Context) error {
 		}
 		return nil
 	}
-	diff, err := verify.Compare(ctx, r.src.onload(), r.dst.onload(), r.req.SrcOff, r.req.DstOff, r.sum.Bytes, r.sum.BufSize)
+	so, do := r.req.SrcOff-r.verifyFrom, r.req.DstOff-r.verifyFrom
+	diff, err := verify.Compare(ctx, r.src.onload(), r.dst.onload(), so, do, r.sum.Bytes+r.verifyFrom, r.sum.BufSize)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
 	if diff >= 0 {
-		return &MismatchError{Src: r.src.path, Dst: r.dst.path, SrcOff: r.req.SrcOff + diff, DstOff: r.req.DstOff + diff}
+		return &MismatchError{Src: r.src.path, Dst: r.dst.path, SrcOff: so + diff, DstOff: do + diff}
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ type endpoint struct {
 	// offsets to whole-disk offsets.
 	disk  string
 	start int64
+	// Identity for a --state record: the device number of a block device;
+	// the file system's device and the inode of a regular file.
+	rdev, devno, ino uint64
 }
 
 func (e *endpoint) onload() onload.Endpoint {
@@ -165,6 +168,7 @@ func blockEndpoint(sys sysfs.Sys, path string, f *os.File) (*endpoint, error) {
 		f.Close()
 		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
+	ep.rdev = st.Rdev
 	// The ioctls above are the truth for this open file; sysfs adds the
 	// copy limits and where a partition sits on its disk. Without sysfs
 	// (a container without /sys) the copy still works, by onload.
@@ -186,6 +190,7 @@ func fileEndpoint(path string, f *os.File) (*endpoint, error) {
 	}
 	return &endpoint{
 		path: path, file: f, size: st.Size, lbs: 1,
-		disk: fmt.Sprintf("ino:%d:%d", st.Dev, st.Ino),
+		disk:  fmt.Sprintf("ino:%d:%d", st.Dev, st.Ino),
+		devno: st.Dev, ino: st.Ino,
 	}, nil
 }

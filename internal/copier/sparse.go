@@ -3,7 +3,6 @@ package copier
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync/atomic"
 
 	"github.com/blkcopy/blkcopy/internal/onload"
@@ -108,11 +107,15 @@ func (r *runner) hole(ctx context.Context, w *window, c plan.Chunk) error {
 			return err
 		}
 		k := min(c.Len, holePiece)
+		if err := r.beforeWrite(ctx, w, k); err != nil {
+			return err
+		}
 		if err := r.holes.dest.Zero(c.Dst, k); err != nil {
 			return err
 		}
 		r.sum.SparseBytes += k
 		r.done += k
+		r.publish()
 		if r.req.Progress != nil {
 			r.req.Progress(k)
 		}
@@ -121,13 +124,24 @@ func (r *runner) hole(ctx context.Context, w *window, c plan.Chunk) error {
 	return nil
 }
 
-// finishHoles sets a regular file's size when the range (or its finished
-// part) ends in a hole past the old end, which nobody wrote, and notes what
-// the file system or device refused.
-func (r *runner) finishHoles() error {
-	h := r.holes
+// grow gives a regular-file destination its final size before the copy
+// writes anything: a range that ends in a hole past the old end is written
+// by nobody, and growing first (rather than after the copy) keeps the size
+// right whenever the copy stops, a crash under --state included, where a
+// rerun that finds everything done copies nothing.
+func (h *holes) grow(end int64) error {
 	if h == nil {
 		return nil
+	}
+	return h.dest.Extend(end)
+}
+
+// finishHoles puts what was saved, and what the file system or device
+// refused, in the summary.
+func (r *runner) finishHoles() {
+	h := r.holes
+	if h == nil {
+		return
 	}
 	r.sum.ZeroBytes = h.zeroBytes.Load()
 	if h.dest.NoPunch() {
@@ -139,14 +153,6 @@ func (r *runner) finishHoles() error {
 	case h.dest.Block() && !h.dest.WriteZeroes():
 		r.sum.Note = joinNote(r.sum.Note, "the device refused write-zeroes: zero runs were written as zeroes")
 	}
-	end := r.req.DstOff + r.done
-	if r.backward && r.done > 0 {
-		end = r.req.DstOff + r.sum.Bytes // the done part is a suffix
-	}
-	if err := h.dest.Extend(end); err != nil {
-		return fmt.Errorf("set the size of %s: %w", r.dst.path, err)
-	}
-	return nil
 }
 
 // onloadOptions adds the zero hook and the kept buffers to an onload copy.

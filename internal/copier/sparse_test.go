@@ -23,9 +23,9 @@ import (
 // --sparse does with holes and zero runs on the way, on every file system
 // and block device.
 
-// span is a part of the sparse test source: random data ('d') or zero
+// sparseSpan is a part of the sparse test source: random data ('d') or zero
 // bytes written as data ('z'); everything else is a hole.
-type span struct {
+type sparseSpan struct {
 	off, n int64
 	kind   byte
 }
@@ -40,7 +40,7 @@ const (
 // grid, the 4 KiB file-system block, a 512-byte sector, the range ends
 // (the file starts with data and ends in a hole whose end is not on a
 // block).
-var sparseLayout = []span{
+var sparseLayout = []sparseSpan{
 	{0, 64 * kib, 'd'},                // data up to a chunk boundary; a hole from 64K to 192K spans the boundary at 128K
 	{192 * kib, 4 * kib, 'd'},         // one fs block of data between two holes
 	{200 * kib, 52 * kib, 'd'},        // data ...
@@ -95,7 +95,7 @@ func spanBytes(off, n int64, kinds string) int64 {
 
 // holeBytes counts the bytes within [off, off+n) that SEEK_DATA reports as
 // hole: file systems keep data in whole 4 KiB blocks, so the rest of a
-// block a span touches is data too.
+// block a sparseSpan touches is data too.
 func holeBytes(off, n int64) int64 {
 	var sum int64
 	for b := int64(0); b < sparseLen; b += 4096 {
@@ -452,5 +452,48 @@ func TestOverlappingSparseCopyIsAMemmove(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// --state with holes: the record counts holes as done like data, and the
+// same command after an interrupt finishes a copy that reads back as the
+// source, at the right size when the range ends in a hole past the end of
+// a new file.
+func TestSparseCopyWithStateResumesFromTheRecord(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	content := writeSparseSource(t, src)
+	dsts := map[string]string{"new file": filepath.Join(dir, "dst.img")}
+	if os.Geteuid() == 0 {
+		dsts["loop"] = loop(t, bytes.Repeat([]byte{sentinel}, 4<<20))
+	}
+	for name, dst := range dsts {
+		t.Run(name, func(t *testing.T) {
+			var old []byte
+			if name == "loop" {
+				old = bytes.Repeat([]byte{sentinel}, 4<<20)
+			}
+			c := rangeCase{srcOff: 1000, dstOff: 4096, len: sparseLen - 1000}
+			req := Request{Src: src, Dst: dst, SrcOff: c.srcOff, DstOff: c.dstOff, Len: c.len, LenSet: true, BufSize: chunk, Sys: sys, State: filepath.Join(dir, name+".state")}
+			ie := interruptAt(t, req, c.len/2)
+			if ie.Done <= 0 || ie.Done >= c.len {
+				t.Fatalf("interrupted with %d of %d done; want a partial copy", ie.Done, c.len)
+			}
+			sum, err := Run(context.Background(), req)
+			if err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			if sum.ResumedFrom != ie.Done {
+				t.Errorf("resumed_from %d, want the %d the interrupt reported", sum.ResumedFrom, ie.Done)
+			}
+			want := oracle(old, content, c)
+			got := onloadtest.ReadFile(t, dst)
+			if len(got) != len(want) {
+				t.Fatalf("destination is %d bytes, want %d", len(got), len(want))
+			}
+			if i := onloadtest.FirstDiff(got, want); i >= 0 {
+				t.Fatalf("after resuming from the state file the destination differs at offset %d", i)
+			}
+		})
 	}
 }

@@ -162,8 +162,15 @@ func TestUnavailableInTheWindowFallsBackAtTheExactByte(t *testing.T) {
 
 func TestRealErrorInTheWindowStopsTheCopy(t *testing.T) {
 	p := &fakePath{lim: windowLimits, hook: func(call, dstOff, n int64) (int64, error) {
-		if call == 4 {
+		switch {
+		case call == 4:
 			return 0, syscall.ENOSPC
+		case call > 4:
+			// Requests sent before the failure was seen stay in flight
+			// until it has surely been (its result is the only one that
+			// can arrive meanwhile), so the count below does not depend
+			// on how the goroutines were scheduled.
+			time.Sleep(200 * time.Millisecond)
 		}
 		return 0, nil
 	}}
@@ -261,5 +268,33 @@ func TestInterruptedBackwardCopyResumesFromTheFinishedSuffix(t *testing.T) {
 	got, _ = os.ReadFile(src)
 	if !bytes.Equal(got, want) {
 		t.Fatal("after resuming, the overlapping copy is not the memmove result")
+	}
+}
+
+// Request sizes grow from one unit, and past one device command they are
+// whole commands: a request of 2.5 commands would cost a third command
+// for half of one.
+func TestAdaptKeepsRequestsToWholeCommands(t *testing.T) {
+	const unit, cmd = 128 << 10, 1 << 20 // NVMe: MSSRL 256 blocks, 8 ranges per command
+	tests := []struct {
+		name    string
+		cur     int64
+		n       int64
+		took    time.Duration
+		command int64
+		want    int64
+	}{
+		{"grows at most 4x, in units, below a command", unit, unit, time.Millisecond, cmd, 4 * unit},
+		{"past a command: whole commands", 3 * unit, 3 * unit, 20 * time.Millisecond, cmd, cmd},
+		{"no command size: whole units", 3 * unit, 3 * unit, 20 * time.Millisecond, 0, 12 * unit},
+		{"slow: shrinks, never below a unit", 4 * cmd, unit, time.Second, cmd, unit},
+		{"capped by Request", 8 * cmd, 8 * cmd, time.Millisecond, cmd, 16 * cmd},
+	}
+	for _, tt := range tests {
+		r := &runner{lim: copypath.Limits{Unit: unit, Command: tt.command, Request: 16 * cmd}, reqSize: tt.cur}
+		r.adapt(tt.n, tt.took)
+		if r.reqSize != tt.want {
+			t.Errorf("%s: adapt(%d, %s) from %d = %d, want %d", tt.name, tt.n, tt.took, tt.cur, r.reqSize, tt.want)
+		}
 	}
 }

@@ -87,6 +87,11 @@ type Limits struct {
 	// that one call keeps the device busy, yet small enough that a call
 	// takes well under a second and interrupts stay live.
 	Request int64
+	// Command, when > Unit, is what one device command carries (a device
+	// that takes several units per command, like NVMe Copy with several
+	// source ranges): requests of more than one command are whole
+	// commands, or the last command of each is a partial one. 0: Unit.
+	Command int64
 	// InFlight is how many Copy calls may run at once when ranges do not
 	// overlap.
 	InFlight int

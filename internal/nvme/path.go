@@ -142,6 +142,9 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 	// device's word, but blkcopy has met copy paths that reported success
 	// and moved nothing, and one range is cheap to compare.
 	s.lim = copypath.Limits{Unit: unit, Align: lba, Request: request, InFlight: inFlight, Canary: unit}
+	if cmdBytes <= req && cmdBytes > unit {
+		s.lim.Command = cmdBytes
+	}
 
 	s.views = []cacheView{{f: src.File, start: src.Start, size: src.Size}}
 	if dst.Dev.Name != src.Dev.Name {

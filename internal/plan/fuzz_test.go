@@ -61,7 +61,7 @@ func checkPlan(t *testing.T, in Input, p *Plan) {
 		dist = -dist
 	}
 	overlap := in.SameDevice && dist < in.Len
-	if want := overlap && in.Dst > in.Src; p.Backward() != want {
+	if want := overlap && in.Dst > in.Src || in.Backward; p.Backward() != want {
 		t.Fatalf("%+v: Backward() = %v, want %v", in, p.Backward(), want)
 	}
 	if p.Overlapping() != overlap {

@@ -77,6 +77,11 @@ type Input struct {
 	// OnloadMax is the most bytes in one onload chunk; 0 means unlimited,
 	// because the onload engine pipelines its buffers within one chunk.
 	OnloadMax int64
+	// Backward runs the chunks from the end of the range even when the
+	// ranges do not overlap (then any order gives the same result): the
+	// rest of an interrupted backward copy keeps that order, so that its
+	// finished part stays one suffix of the whole range.
+	Backward bool
 }
 
 // segment is a run of the range copied by one method and split into pieces
@@ -124,7 +129,7 @@ func New(in Input) (*Plan, error) {
 	}
 	dist := distance(in.Src, in.Dst)
 	p.overlap = in.SameDevice && dist < in.Len
-	p.backward = p.overlap && in.Dst > in.Src
+	p.backward = p.overlap && in.Dst > in.Src || in.Backward
 
 	// limit caps a piece size by the overlap distance, so that no chunk
 	// overlaps itself.
@@ -245,7 +250,8 @@ func (p *Plan) All() iter.Seq[Chunk] {
 }
 
 // Backward reports whether chunks run from the end of the range to its
-// start: same device, overlapping ranges, destination after source.
+// start: same device, overlapping ranges, destination after source (or
+// Input.Backward).
 func (p *Plan) Backward() bool { return p.backward }
 
 // Overlapping reports whether source and destination ranges overlap on the

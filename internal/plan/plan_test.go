@@ -132,6 +132,13 @@ func TestPlanChunks(t *testing.T) {
 			want: []Chunk{off(0, 4096, 4096)},
 		},
 		{
+			name:     "Backward runs a non-overlapping copy from the end (the rest of a resumed backward copy)",
+			in:       Input{Src: 0, Dst: 8192, Len: 5000, SameDevice: true, BlockSize: 512, OffloadMax: 2048, OnloadMax: 1000, Backward: true},
+			want:     []Chunk{on(4608, 12800, 392), off(4096, 12288, 512), off(2048, 10240, 2048), off(0, 8192, 2048)},
+			backward: true,
+			reason:   "unaligned tail of 392 bytes",
+		},
+		{
 			name: "same offsets on different devices still copy",
 			in:   Input{Src: 512, Dst: 512, Len: 1024, BlockSize: 512, OffloadMax: mib},
 			want: []Chunk{off(512, 512, 1024)},

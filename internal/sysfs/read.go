@@ -1,6 +1,7 @@
 package sysfs
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -45,9 +46,14 @@ func (s Sys) read(dir string, depth int) (*Device, error) {
 		d.Disk = filepath.Base(filepath.Dir(real))
 		queue = s.path("class", "block", d.Disk, "queue")
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "loop", "backing_file")); err == nil {
-		d.LoopBackingFile = strings.TrimSpace(string(b))
+	diskDir := dir
+	if d.Partition {
+		diskDir = filepath.Dir(real)
 	}
+	d.LoopBackingFile = optionalStr(diskDir, "loop/backing_file")
+	// NVMe namespaces show wwid on the disk, SCSI disks on the device.
+	d.WWID = cmp.Or(optionalStr(diskDir, "wwid"), optionalStr(diskDir, "device/wwid"))
+	d.DMUUID = optionalStr(diskDir, "dm/uuid")
 	q := attrReader{dir: queue}
 	d.LogicalBlockSize = q.int("logical_block_size")
 	d.PhysicalBlockSize = q.int("physical_block_size")
@@ -69,6 +75,16 @@ func (s Sys) read(dir string, depth int) (*Device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// optionalStr reads an attribute that not every device has: "" when
+// absent or unreadable.
+func optionalStr(dir, name string) string {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // copyLimits reads the copy attributes of one queue directory. Their

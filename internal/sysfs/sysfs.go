@@ -46,6 +46,13 @@ type Device struct {
 	// LoopBackingFile is the file behind a loop device, "" for an
 	// unattached loop device or any other device.
 	LoopBackingFile string
+	// WWID is the disk's world-wide identifier (an NVMe namespace's
+	// EUI-64, NGUID or serial and namespace ID; a SCSI disk's VPD 0x83
+	// name), "" when the kernel shows none. Unlike the device name and
+	// number, it stays the same across reboots.
+	WWID string
+	// DMUUID is a device-mapper device's UUID (LVM's carries the LV's).
+	DMUUID string
 
 	// Copy comes from the disk's queue/: a partition has none of its own.
 	Copy CopyLimits
@@ -64,6 +71,29 @@ type CopyLimits struct {
 	// (copy_max_hw_bytes) is what the driver accepts; 0 means the device
 	// cannot copy.
 	MaxBytes, MaxHWBytes int64
+}
+
+// StableID names the device in a way that survives a reboot, for a record
+// of a copy that resumes after one (the device number and /dev name may
+// change: NVMe and SCSI disks are numbered in the order their probes
+// finish): the disk's WWID, a loop device's backing file or a dm UUID,
+// with a partition's start on its disk. "" when there is none.
+func (d *Device) StableID() string {
+	var id string
+	switch {
+	case d.WWID != "":
+		id = "wwid:" + d.WWID
+	case d.LoopBackingFile != "":
+		id = "loop:" + d.LoopBackingFile
+	case d.DMUUID != "":
+		id = "dm:" + d.DMUUID
+	default:
+		return ""
+	}
+	if d.Partition {
+		id += fmt.Sprintf("@%d", d.Start)
+	}
+	return id
 }
 
 // CanOffload reports whether the kernel would send copy requests to the

@@ -363,3 +363,30 @@ func TestOpenLiveDeviceThroughSymlink(t *testing.T) {
 			link, dev.Path, d.Name, d.MajMin, d.Size, d.Path, dev.Name, dev.MajMin, dev.Size, link)
 	}
 }
+
+func TestStableID(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		d    Device
+		want string
+	}{
+		{"NVMe namespace", Device{WWID: "eui.0011223344556677"}, "wwid:eui.0011223344556677"},
+		{"its partition", Device{WWID: "eui.0011223344556677", Partition: true, Start: 1 << 20}, "wwid:eui.0011223344556677@1048576"},
+		{"loop device", Device{LoopBackingFile: "/var/tmp/disk.img"}, "loop:/var/tmp/disk.img"},
+		{"LVM volume", Device{DMUUID: "LVM-abc"}, "dm:LVM-abc"},
+		{"WWID wins over the rest", Device{WWID: "naa.6001405", DMUUID: "x"}, "wwid:naa.6001405"},
+		{"nothing stable", Device{Name: "ram0"}, ""},
+	} {
+		if got := tt.d.StableID(); got != tt.want {
+			t.Errorf("%s: StableID = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	// Read from a captured tree: loop0 there has a backing file.
+	d, err := Sys{Root: mainlineTree}.Open("/dev/loop0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.StableID(); got != "loop:/var/tmp/disk.img" {
+		t.Errorf("captured loop0: StableID = %q", got)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -190,7 +191,7 @@ func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
 	writeInitramfs(t, rd, initrd)
 
 	trace := filepath.Join(work, "nvme-trace.log")
-	args := qemuArgs(t, work, k.kernel, initrd, trace)
+	args := qemuArgs(t, work, k.kernel, initrd, trace, disks)
 
 	start := time.Now()
 	lines := boot(t, qemu, args)
@@ -332,7 +333,10 @@ func writeInitramfs(t *testing.T, rd *Initramfs, path string) {
 	}
 }
 
-func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
+// qemuArgs boots kernel with ds as NVMe namespaces, their images in work:
+// fresh zero images, unless one is already there (the power-loss test
+// boots again on the images a killed VM left).
+func qemuArgs(t *testing.T, work, kernel, initrd, trace string, ds []disk) []string {
 	args := []string{
 		"-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
 		"-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
@@ -345,13 +349,15 @@ func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
 		"-trace", "events=" + traceEvents(t, work) + ",file=" + trace,
 	}
 	ctrls := map[string]bool{}
-	for _, d := range disks {
+	for _, d := range ds {
 		img := filepath.Join(work, d.id+".img")
-		if err := os.WriteFile(img, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(img, d.size); err != nil {
-			t.Fatal(err)
+		if _, err := os.Stat(img); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(img, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(img, d.size); err != nil {
+				t.Fatal(err)
+			}
 		}
 		file := img
 		if d.blkdebug != "" {
@@ -381,6 +387,15 @@ func qemuArgs(t *testing.T, work, kernel, initrd, trace string) []string {
 // boot runs the VM to its end and returns the guest's console lines,
 // logging each as it arrives so a hung guest shows how far it got.
 func boot(t *testing.T, qemu string, args []string) []string {
+	lines, _ := bootWatch(t, qemu, args, nil)
+	return lines
+}
+
+// bootWatch is boot, with watch called on each console line as it
+// arrives, and given kill, which kills QEMU (SIGKILL: the guest gets no
+// shutdown, a power cut as far as it can tell) and may be called later,
+// from any goroutine. killed reports whether kill ended the VM.
+func bootWatch(t *testing.T, qemu string, args []string, watch func(line string, kill func())) (lines []string, killed bool) {
 	timeout := 8 * time.Minute
 	if v := os.Getenv("BLKCOPY_VM_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -401,21 +416,33 @@ func boot(t *testing.T, qemu string, args []string) []string {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var lines []string
+	var cut atomic.Bool
+	kill := func() {
+		if cut.CompareAndSwap(false, true) {
+			t.Log("host: killing QEMU (power cut)")
+			cmd.Process.Kill()
+		}
+	}
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
 		lines = append(lines, line)
 		t.Log("guest: " + line)
+		if watch != nil {
+			watch(line, kill)
+		}
 	}
 	err = cmd.Wait()
+	if cut.Load() {
+		return lines, true
+	}
 	if ctx.Err() != nil {
 		t.Fatalf("VM did not finish within %s (BLKCOPY_VM_TIMEOUT)", timeout)
 	}
 	if err != nil {
 		t.Fatalf("qemu: %v", err)
 	}
-	return lines
+	return lines, false
 }
 
 // reportResults turns the guest's VMTEST lines into subtests:

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/blkcopy/blkcopy/cmd"
+	"github.com/blkcopy/blkcopy/cmd/manpage"
 )
 
 func main() {
@@ -18,7 +18,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "genman:", err)
 		os.Exit(1)
 	}
-	if err := cmd.GenManPages(dir); err != nil {
+	if err := manpage.GenManPages(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "genman:", err)
 		os.Exit(1)
 	}

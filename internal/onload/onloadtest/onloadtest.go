@@ -3,15 +3,14 @@
 package onloadtest
 
 import (
-	"bytes"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
 
 	"github.com/blkcopy/blkcopy/internal/onload"
+	"github.com/blkcopy/blkcopy/internal/sysfs/sysfstest"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,12 +74,7 @@ type Loop struct {
 // root (attaching needs CAP_SYS_ADMIN) or without losetup.
 func NewLoop(t testing.TB, data []byte, sectorSize int, args ...string) Loop {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("attaching loop devices needs root")
-	}
-	if _, err := exec.LookPath("losetup"); err != nil {
-		t.Skip("attaching loop devices needs losetup (util-linux)")
-	}
+	sysfstest.RequireRoot(t)
 	f, err := os.CreateTemp("/dev/shm", "blkcopy-test-")
 	if err != nil {
 		t.Skipf("no /dev/shm for loop device backing files: %v", err)
@@ -91,18 +85,8 @@ func NewLoop(t testing.TB, data []byte, sectorSize int, args ...string) Loop {
 		t.Fatal(err)
 	}
 	f.Close()
-	argv := append([]string{"--direct-io=on", "--sector-size", strconv.Itoa(sectorSize), "-f", "--show"}, args...)
-	out, err := exec.Command("losetup", append(argv, backing)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup %v %s: %v: %s", argv, backing, err, out)
-	}
-	dev := string(bytes.TrimSpace(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return Loop{Dev: dev, Backing: backing}
+	argv := append([]string{"--direct-io=on", "--sector-size", strconv.Itoa(sectorSize)}, args...)
+	return Loop{Dev: sysfstest.Attach(t, backing, argv...), Backing: backing}
 }
 
 // OpenDevice opens a block device with O_DIRECT, read-write, with its

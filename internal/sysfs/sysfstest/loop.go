@@ -38,10 +38,20 @@ func Loop(t testing.TB, size int64, args ...string) string {
 	if err := os.Truncate(img, size); err != nil {
 		t.Fatal(err)
 	}
+	return Attach(t, img, args...)
+}
+
+// Attach attaches a loop device over the file backing (args go to losetup
+// before it) and returns its path; the device, and only it, is detached
+// when the test ends. Every test helper that makes loop devices comes
+// through here.
+func Attach(t testing.TB, backing string, args ...string) string {
+	t.Helper()
+	RequireRoot(t)
 	cmd := append([]string{"--find", "--show"}, args...)
-	out, err := exec.Command("losetup", append(cmd, img)...).CombinedOutput()
+	out, err := exec.Command("losetup", append(cmd, backing)...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("losetup %s %s: %v\n%s", strings.Join(cmd, " "), img, err, out)
+		t.Fatalf("losetup %s %s: %v\n%s", strings.Join(cmd, " "), backing, err, out)
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {

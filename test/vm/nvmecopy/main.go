@@ -4,6 +4,10 @@
 // without it, "zero Copy commands traced" on a kernel without offload would
 // also pass with a broken trace setup.
 //
+// It encodes the command itself rather than through internal/nvme on
+// purpose: an independent encoding, checked by QEMU, is what tells a broken
+// trace from a broken blkcopy.
+//
 //	nvmecopy DEV SRC_LBA DST_LBA BLOCKS
 package main
 

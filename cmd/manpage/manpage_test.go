@@ -1,4 +1,4 @@
-package cmd
+package manpage
 
 import (
 	"os"
@@ -15,7 +15,7 @@ func TestManPagesAreCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	generated, _ := filepath.Glob(filepath.Join(dir, "*.1"))
-	committed, _ := filepath.Glob(filepath.Join("..", "man", "*.1"))
+	committed, _ := filepath.Glob(filepath.Join("..", "..", "man", "*.1"))
 	if len(generated) == 0 {
 		t.Fatal("no man pages generated")
 	}
@@ -24,7 +24,7 @@ func TestManPagesAreCurrent(t *testing.T) {
 		name := filepath.Base(g)
 		names[name] = true
 		want, _ := os.ReadFile(g)
-		got, err := os.ReadFile(filepath.Join("..", "man", name))
+		got, err := os.ReadFile(filepath.Join("..", "..", "man", name))
 		if err != nil {
 			t.Errorf("man/%s is missing; run: go run ./tools/genman man", name)
 			continue
