@@ -33,6 +33,7 @@ import (
 
 type config struct {
 	size, fileSize int64
+	sparseSize     int64
 	runs, warmup   int
 	dir            string
 	blkcopy        string
@@ -79,11 +80,12 @@ func parseFlags() (config, error) {
 	var cfg config
 	sizeFlag := flag.String("size", "2G", "bytes to copy on the loop devices ("+size.Help+"); a multiple of 4M")
 	fileSizeFlag := flag.String("file-size", "", "size of the regular file to copy (default: --size)")
+	sparseSizeFlag := flag.String("sparse-size", "", "size of the sparse image of the sparse scenario (default: --size; the issue's rows use 4G)")
 	flag.IntVar(&cfg.runs, "runs", 5, "counted runs per tool")
 	flag.IntVar(&cfg.warmup, "warmup", 1, "uncounted warm-up runs per tool")
 	flag.StringVar(&cfg.dir, "dir", "", "directory on the project's disk for scenario B and the file copies (default: bench/results in the module)")
 	flag.StringVar(&cfg.blkcopy, "blkcopy", "", "blkcopy binary to test (default: go build the module)")
-	scen := flag.String("scenarios", "A,B,file,xfs", "which to run: A (loop on /dev/shm), B (loop on disk), file (ext4 file copy), xfs (file copy on XFS with reflink)")
+	scen := flag.String("scenarios", "A,B,file,xfs,sparse", "which to run: A (loop on /dev/shm), B (loop on disk), file (ext4 file copy), xfs (file copy on XFS with reflink), sparse (a sparse image: file -> file, device -> image, image -> device, vs cp, dd and qemu-img)")
 	rss := flag.String("rss-sizes", "", "also copy these sizes once with blkcopy on sparse loop devices on disk to show peak RSS stays flat, e.g. 1G,8G")
 	flag.BoolVar(&cfg.offload, "offload", false, "instead: the offload benchmark in a QEMU guest on emulated NVMe (default --size 64M; see bench/README.md)")
 	flag.BoolVar(&cfg.xcopy, "xcopy", false, "instead: the SCSI EXTENDED COPY benchmark in a QEMU guest on LIO LUs (default --size 64M --runs 5; see bench/README.md)")
@@ -114,7 +116,7 @@ func parseFlags() (config, error) {
 		if !set["size"] {
 			*sizeFlag = "64M"
 		}
-		for _, name := range []string{"file-size", "scenarios", "rss-sizes"} {
+		for _, name := range []string{"file-size", "sparse-size", "scenarios", "rss-sizes"} {
 			if set[name] {
 				return cfg, fmt.Errorf("--%s does not apply to --offload", name)
 			}
@@ -152,17 +154,26 @@ func parseFlags() (config, error) {
 			return cfg, err
 		}
 	}
+	cfg.sparseSize = cfg.size
+	if *sparseSizeFlag != "" {
+		if cfg.sparseSize, err = size.Parse(*sparseSizeFlag); err != nil {
+			return cfg, err
+		}
+		if cfg.sparseSize < 4<<20 || cfg.sparseSize%(4<<20) != 0 {
+			return cfg, fmt.Errorf("--sparse-size %s: must be a positive multiple of 4M", *sparseSizeFlag)
+		}
+	}
 	if cfg.runs < 1 || cfg.warmup < 0 {
 		return cfg, fmt.Errorf("--runs must be >= 1 and --warmup >= 0")
 	}
 	cfg.scenarios = map[string]bool{}
 	for _, s := range strings.Split(*scen, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "A", "B", "file", "xfs":
+		case "A", "B", "file", "xfs", "sparse":
 			cfg.scenarios[s] = true
 		case "":
 		default:
-			return cfg, fmt.Errorf("--scenarios: unknown %q (want A, B, file, xfs)", s)
+			return cfg, fmt.Errorf("--scenarios: unknown %q (want A, B, file, xfs, sparse)", s)
 		}
 	}
 	for _, s := range strings.Split(*rss, ",") {
@@ -316,6 +327,13 @@ func (b *bench) runAll() *report {
 			rep.notes = append(rep.notes, "XFS reflink scenario skipped: mkfs.xfs not found (apt-get install xfsprogs)")
 		} else {
 			b.xfs(rep)
+		}
+	}
+	if cfg.scenarios["sparse"] && b.ctx.Err() == nil {
+		if _, err := exec.LookPath("qemu-img"); err != nil {
+			rep.notes = append(rep.notes, "sparse scenario skipped: qemu-img not found (apt-get install qemu-utils)")
+		} else {
+			b.sparseScenarios(rep)
 		}
 	}
 	for _, n := range cfg.rssSizes {

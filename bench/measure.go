@@ -19,7 +19,8 @@ type sample struct {
 	secs      float64 // wall clock, until the copy was on stable storage
 	cpu       float64 // user + sys of the tool and its children
 	maxRSSKiB int64
-	ok        bool // the run succeeded and cmp found the copy right
+	ok        bool  // the run succeeded and cmp found the copy right
+	allocated int64 // the sparse rows: space the copy takes (stat blocks)
 }
 
 // runTimed runs argv under /usr/bin/time and takes CPU time and peak RSS

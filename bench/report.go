@@ -12,6 +12,7 @@ type report struct {
 	devices []deviceResult
 	files   []fileResult
 	rss     []deviceResult
+	sparse  []sparseResult
 	notes   []string
 	targets []target
 }
@@ -32,8 +33,9 @@ const (
 	diskRatio     = 1.0  // scenario B
 	cpuRatio      = 1.2  // CPU s/GiB vs the faster dd
 	maxRSSMiB     = 32.0
-	fileRatio     = 1.0 // ext4: blkcopy vs the faster cp
-	reflinkSecond = 0.1 // XFS reflink: "milliseconds", including fsync
+	fileRatio     = 1.0  // ext4: blkcopy vs the faster cp
+	reflinkSecond = 0.1  // XFS reflink: "milliseconds", including fsync
+	sparseNoise   = 0.95 // random data: --sparse auto vs never, within noise
 )
 
 func (r *report) print(w io.Writer, cfg config) {
@@ -44,6 +46,9 @@ func (r *report) print(w io.Writer, cfg config) {
 	}
 	for _, f := range r.files {
 		r.printFiles(w, f)
+	}
+	for _, d := range r.sparse {
+		r.printSparse(w, d)
 	}
 	if len(r.rss) > 0 {
 		fmt.Fprintf(w, "\nblkcopy peak RSS by size (sparse loop devices on disk):\n")
@@ -110,6 +115,14 @@ func (r *report) printDevices(w io.Writer, d deviceResult) {
 		r.check(share >= shmCeiling, d.label+": blkcopy share of fio ceiling", "%.0f%% (>= %.0f%%)", 100*share, 100*shmCeiling)
 	}
 	r.check(ratio >= want, d.label+": blkcopy / "+dd.tool, "%.2fx (>= %.2fx)", ratio, want)
+	for _, s := range d.series {
+		if s.tool == "blkcopy never" {
+			// Zero detection on random data must cost nothing beyond noise.
+			nr := median(speedRatios(blk, s))
+			fmt.Fprintf(w, "  blkcopy (--sparse auto) / blkcopy --sparse never: median of per-pair ratios %.2fx\n", nr)
+			r.check(nr >= sparseNoise, d.label+": blkcopy auto / --sparse never", "%.2fx (>= %.2fx)", nr, sparseNoise)
+		}
+	}
 	blkCPU, ddCPU := blk.cpuPerGiB(d.n), dd.cpuPerGiB(d.n)
 	r.check(blkCPU <= cpuRatio*ddCPU, d.label+": CPU s/GiB vs "+dd.tool, "%.3f vs %.3f (<= %.1fx)", blkCPU, ddCPU, cpuRatio)
 	rss := blk.peakRSSMiB()

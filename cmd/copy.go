@@ -17,6 +17,7 @@ import (
 
 	"github.com/blkcopy/blkcopy/internal/copier"
 	"github.com/blkcopy/blkcopy/internal/size"
+	"github.com/blkcopy/blkcopy/internal/sparse"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 )
 
@@ -28,6 +29,7 @@ type copyOptions struct {
 	length                       size.Value
 	chunk                        size.Value
 	mode                         string
+	sparse                       string
 	offloadPath                  string
 	progress                     string
 	verify, quiet, json          bool
@@ -68,6 +70,25 @@ the end of the source, or of a block-device destination, is refused before
 any write; a destination that is mounted or held (dm, md) or read-only is
 refused. Overlapping ranges on one device copy as if through a temporary
 buffer. A regular-file destination is created if missing and may grow.
+
+Holes and zeroes (--sparse, cp's words): with auto (the default) the holes
+of a regular-file source are found with SEEK_DATA/SEEK_HOLE and never read,
+and blocks of zeroes in what the host reads (4 KiB, or the destination's
+block if larger) are not written as data. The destination still reads back
+as the source range, whatever it held before: on a regular file a zero run
+becomes nothing where the file is new or being extended and a punched hole
+(fallocate PUNCH_HOLE, whole file-system blocks only; zero bytes at partial
+blocks, and everywhere if the file system cannot punch) where it held data;
+on a block device it becomes one write-zeroes request (BLKZEROOUT: NVMe
+Write Zeroes, SCSI WRITE SAME, a loop device's fallocate; the kernel writes
+zero pages where the device has none); auto times it against a plain write
+of zeroes on the first run of 2 MiB or more and keeps the faster, always
+uses it regardless. Between regular files the data
+extents go through copy_file_range; copies a device offloads stay
+offloaded (nothing is read to look for zeroes). always also reads regular
+files' data to find zero blocks in it instead of using copy_file_range
+(like cp --sparse=always). never writes every byte as data, for
+destinations whose blocks must be allocated.
 
 Sizes: ` + size.Help + `.
 
@@ -131,6 +152,7 @@ offload) but unavailable, 4 --verify found a difference, 130 interrupted.`,
 	f.Var(&o.dstOffset, "dst-offset", "destination offset (size); excludes --offset")
 	f.Var(&o.length, "len", "bytes to copy (size); default: to the end of the source, bounded by a block-device destination")
 	f.StringVar(&o.mode, "mode", "auto", "auto: offload where possible, else copy through the host; offload: fail with exit 3 rather than copy through the host; onload: never offload")
+	f.StringVar(&o.sparse, "sparse", "auto", "holes and zeroes: auto (skip a file source's holes, make zero blocks holes or write-zeroes, keep offloaded copies offloaded), always (also read regular files' data to find zero blocks instead of copy_file_range), never (write every byte as data)")
 	f.StringVar(&o.offloadPath, "offload-path", "auto", "which offload path may run: auto (the kernel's copy_file_range offload where the disk reports copy limits, else NVMe Copy by passthrough, else SCSI EXTENDED COPY), copy_file_range (or kernel), nvme, scsi-xcopy")
 	f.Var(&o.chunk, "chunk", "I/O size of the copy through the host (size, multiple of 4096); default 8 MiB, in whole units of the devices' optimal_io_size")
 	f.BoolVar(&o.verify, "verify", false, "read both ranges back after the copy and compare; exit 4 on a difference")
@@ -157,6 +179,9 @@ func (o *copyOptions) request() (copier.Request, error) {
 	req := copier.Request{Src: o.src, Dst: o.dst, Verify: o.verify, NoSync: o.noSync, DryRun: o.dryRun, State: o.state, Sys: sysfs.Sys{Root: o.sysroot}}
 	var err error
 	if req.Mode, err = copier.ParseMode(o.mode); err != nil {
+		return req, &usageError{err}
+	}
+	if req.Sparse, err = sparse.ParseMode(o.sparse); err != nil {
 		return req, &usageError{err}
 	}
 	switch o.offloadPath {
@@ -292,6 +317,9 @@ func printSummary(s *Streams, sum *copier.Summary) {
 	if sum.OffloadedBytes > 0 {
 		line += fmt.Sprintf(" (%s, %d requests)", sum.OffloadPath, sum.OffloadRequests)
 	}
+	if sum.SparseBytes > 0 || sum.ZeroBytes > 0 {
+		line += fmt.Sprintf("; %s of holes not read, %s of zeroes not written as data", size.Format(sum.SparseBytes), size.Format(sum.ZeroBytes))
+	}
 	if sum.Verified {
 		line += ", verified"
 	}
@@ -352,6 +380,9 @@ func (o *copyOptions) resumeCommand(ie *copier.InterruptedError) string {
 	}
 	if o.mode != "auto" {
 		args = append(args, "--mode", o.mode)
+	}
+	if o.sparse != "auto" && o.sparse != "" {
+		args = append(args, "--sparse", o.sparse)
 	}
 	if o.offloadPath != "auto" && o.offloadPath != "" {
 		args = append(args, "--offload-path", o.offloadPath)

@@ -33,10 +33,10 @@ func TestExitCodesAreTheDocumentedOnes(t *testing.T) {
 }
 
 func TestResumeCommandRepeatsTheRequestForWhatIsLeft(t *testing.T) {
-	o := &copyOptions{prog: "blkcopy", src: "/dev/sda", dst: "/backup/it's here.img", mode: "onload", progress: "never", verify: true}
+	o := &copyOptions{prog: "blkcopy", src: "/dev/sda", dst: "/backup/it's here.img", mode: "onload", sparse: "never", progress: "never", verify: true}
 	o.chunk.N, o.chunk.IsSet = 1<<20, true
 	got := o.resumeCommand(&copier.InterruptedError{SrcOff: 4096, DstOff: 8192, Len: 100})
-	want := `blkcopy /dev/sda '/backup/it'\''s here.img' --src-offset 4096 --dst-offset 8192 --len 100 --mode onload --chunk 1048576 --verify --progress never`
+	want := `blkcopy /dev/sda '/backup/it'\''s here.img' --src-offset 4096 --dst-offset 8192 --len 100 --mode onload --sparse never --chunk 1048576 --verify --progress never`
 	if got != want {
 		t.Errorf("resume command\n got %s\nwant %s", got, want)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/blkcopy/blkcopy/internal/onload"
 	"github.com/blkcopy/blkcopy/internal/plan"
 	"github.com/blkcopy/blkcopy/internal/scsi"
+	"github.com/blkcopy/blkcopy/internal/sparse"
 	"github.com/blkcopy/blkcopy/internal/sysfs"
 	"github.com/blkcopy/blkcopy/internal/verify"
 )
@@ -70,6 +71,8 @@ type Request struct {
 	Verify      bool
 	NoSync      bool
 	DryRun      bool
+	// Sparse: what becomes of holes and zeroes (see package sparse).
+	Sparse sparse.Mode
 	// State is the --state file: the copy records in it, durably, how far
 	// it got, and a copy that finds a record of itself there resumes from
 	// it (checkpoint.go). Empty: no record.
@@ -113,6 +116,13 @@ type Summary struct {
 	// this run's copy of the rest.
 	ResumedFrom int64  `json:"resumed_from"`
 	Note        string `json:"note,omitempty"`
+	// Sparse is --sparse. SparseBytes are source holes, neither read nor
+	// written as data; ZeroBytes were read, found zero and became holes
+	// or write-zeroes instead of data writes (they count in
+	// OnloadedBytes, SparseBytes do not).
+	Sparse      string `json:"sparse"`
+	SparseBytes int64  `json:"sparse_bytes"`
+	ZeroBytes   int64  `json:"zero_bytes"`
 	// Dry runs: what the plan would do.
 	PlannedOffloadBytes int64 `json:"planned_offload_bytes,omitempty"`
 	PlannedOnloadBytes  int64 `json:"planned_onload_bytes,omitempty"`
@@ -162,7 +172,7 @@ func onloadRetryable(err error) bool { return errors.Is(err, unix.EIO) }
 
 // Run performs the copy described by req.
 func Run(ctx context.Context, req Request) (sum *Summary, err error) {
-	sum = &Summary{Src: req.Src, Dst: req.Dst, SrcOffset: req.SrcOff, DstOffset: req.DstOff, Mode: req.Mode.String(), DryRun: req.DryRun}
+	sum = &Summary{Src: req.Src, Dst: req.Dst, SrcOffset: req.SrcOff, DstOffset: req.DstOff, Mode: req.Mode.String(), DryRun: req.DryRun, Sparse: req.Sparse.String()}
 	src, err := openSource(req.Sys, req.Src)
 	if err != nil {
 		return sum, fmt.Errorf("open source: %w", err)
@@ -245,9 +255,21 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 			return sum, finishedEarlier(ctx, req, sum, src, dst, full, fullOverlap)
 		}
 	}
-	sess, reason, err := openPath(req.Mode, req.OffloadPath, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
+	mode := req.Mode
+	if req.Sparse != sparse.Auto && !src.block && !dst.block && mode != OffloadOnly {
+		// always (cp --sparse=always): read the data to find zero blocks
+		// in it, which copy_file_range copies as data. never: write
+		// every byte, which copy_file_range does not do where it clones
+		// (a reflink on XFS or btrfs shares the source's extents and
+		// keeps its holes).
+		mode = OnloadOnly
+	}
+	sess, reason, err := openPath(mode, req.OffloadPath, copypath.Pair{Src: src.ep(), Dst: dst.ep(), Overlap: overlap})
 	if err != nil {
 		return sum, err
+	}
+	if mode != req.Mode {
+		reason = "--sparse " + req.Sparse.String() + " copies regular files through the host (always: to find zero blocks; never: to write every byte)"
 	}
 	if sess != nil {
 		defer sess.Close()
@@ -294,6 +316,13 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 		// overlapping copy can only check what this run copied.
 		r.verifyFrom = sum.ResumedFrom
 	}
+	if r.holes, err = newHoles(req.Sparse, src, dst, overlap); err != nil {
+		return sum, err
+	}
+	defer r.holes.close()
+	if err := r.holes.grow(req.DstOff + n); err != nil {
+		return sum, fmt.Errorf("set the size of %s: %w", dst.path, err)
+	}
 	if sess != nil {
 		r.sess, r.lim, r.offloadOK = sess, sess.Limits(), true
 		r.reqSize = r.lim.Unit
@@ -317,12 +346,13 @@ func Run(ctx context.Context, req Request) (sum *Summary, err error) {
 	}
 	began := time.Now()
 	runErr := r.run(ctx, p, srcAbs-req.SrcOff, dstAbs-req.DstOff)
+	r.finishHoles()
 	sum.Duration = time.Since(began)
 	if sess != nil {
 		sum.OffloadRequests = sess.Requests()
 	}
 	if sum.Duration > 0 {
-		sum.BytesPerSecond = int64(float64(sum.OffloadedBytes+sum.OnloadedBytes) / sum.Duration.Seconds())
+		sum.BytesPerSecond = int64(float64(sum.OffloadedBytes+sum.OnloadedBytes+sum.SparseBytes) / sum.Duration.Seconds())
 	}
 	// Sync what was written even when the copy stopped, so the bytes an
 	// interrupt report calls done are on the medium.
@@ -468,6 +498,7 @@ type runner struct {
 	// (the part a --state record had done when this run resumed).
 	verifyFrom int64
 	ck         *checkpointer // --state; nil without
+	holes      *holes        // --sparse auto/always; nil with never
 }
 
 func abs(x int64) int64 {
@@ -498,98 +529,113 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, srcShift, dstShift int64
 		c.Src -= srcShift
 		c.Dst -= dstShift
 		r.sum.Chunks++
-		for c.Method == plan.Offload && r.offloadOK && c.Len > 0 {
-			if err := ctx.Err(); err != nil {
-				return errors.Join(w.drain(ctx), err)
+		var err error
+		if r.holes != nil && r.holes.srcExtents {
+			err = r.extents(ctx, w, c)
+		} else {
+			err = r.chunk(ctx, w, c)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.drain(ctx)
+}
+
+// chunk runs one chunk (or a data extent of one) through the offload
+// window, or through the host.
+func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
+	for c.Method == plan.Offload && r.offloadOK && c.Len > 0 {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(w.drain(ctx), err)
+		}
+		q := c
+		q.Len = min(c.Len, r.reqSize)
+		canary := !r.canaryRun
+		if canary {
+			r.canaryRun = true
+			if r.lim.Canary > 0 {
+				q.Len = min(c.Len, r.lim.Canary)
 			}
-			q := c
-			q.Len = min(c.Len, r.reqSize)
-			canary := !r.canaryRun
-			if canary {
-				r.canaryRun = true
-				if r.lim.Canary > 0 {
-					q.Len = min(c.Len, r.lim.Canary)
-				}
-			}
-			if r.ck != nil {
-				q.Len = min(q.Len, r.ck.requestMax(r.lim.Align))
-			}
-			if r.backward {
-				// The finished part must stay a suffix of the range for
-				// the resume point: take requests from the chunk's end.
-				q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
-			}
-			if err := r.beforeWrite(ctx, w, q.Len); err != nil {
-				return errors.Join(w.drain(ctx), err)
-			}
-			var saved *onload.Saved
-			if canary && r.lim.Canary > 0 {
-				// --mode offload promises nothing written when the copy
-				// cannot be offloaded, and a path may only find that out
-				// at its first command: keep what the poison overwrites.
-				if r.req.Mode == OffloadOnly {
-					var err error
-					if saved, err = onload.Save(r.dst.onload(), q.Dst, q.Len); err != nil {
-						return fmt.Errorf("offload check: %w", err)
-					}
-				}
-				// Make the canary's destination differ from its source,
-				// or a copy that moved nothing over equal bytes (zeroes
-				// on zeroes) would pass the read-back.
-				if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
-					saved.Free()
+		}
+		if r.ck != nil {
+			q.Len = min(q.Len, r.ck.requestMax(r.lim.Align))
+		}
+		if r.backward {
+			// The finished part must stay a suffix of the range for
+			// the resume point: take requests from the chunk's end.
+			q.Src, q.Dst = c.Src+c.Len-q.Len, c.Dst+c.Len-q.Len
+		}
+		if err := r.beforeWrite(ctx, w, q.Len); err != nil {
+			return errors.Join(w.drain(ctx), err)
+		}
+		var saved *onload.Saved
+		if canary && r.lim.Canary > 0 {
+			// --mode offload promises nothing written when the copy
+			// cannot be offloaded, and a path may only find that out
+			// at its first command: keep what the poison overwrites.
+			if r.req.Mode == OffloadOnly {
+				var err error
+				if saved, err = onload.Save(r.dst.onload(), q.Dst, q.Len); err != nil {
 					return fmt.Errorf("offload check: %w", err)
 				}
 			}
-			w.submit(ctx, q)
-			if canary {
-				err := w.drain(ctx)
-				if saved != nil && errors.Is(err, ErrOffloadUnavailable) {
-					if rerr := saved.Restore(); rerr != nil {
-						err = errors.Join(err, fmt.Errorf("restoring %s at offset %d after the refused canary: %w", r.dst.path, q.Dst, rerr))
-					}
-				}
+			// Make the canary's destination differ from its source,
+			// or a copy that moved nothing over equal bytes (zeroes
+			// on zeroes) would pass the read-back.
+			if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
 				saved.Free()
-				if err != nil {
+				return fmt.Errorf("offload check: %w", err)
+			}
+		}
+		w.submit(ctx, q)
+		if canary {
+			err := w.drain(ctx)
+			if saved != nil && errors.Is(err, ErrOffloadUnavailable) {
+				if rerr := saved.Restore(); rerr != nil {
+					err = errors.Join(err, fmt.Errorf("restoring %s at offset %d after the refused canary: %w", r.dst.path, q.Dst, rerr))
+				}
+			}
+			saved.Free()
+			if err != nil {
+				return err
+			}
+			if r.lim.Canary > 0 && r.offloadOK {
+				if err := r.canary(ctx, q); err != nil {
 					return err
 				}
-				if r.lim.Canary > 0 && r.offloadOK {
-					if err := r.canary(ctx, q); err != nil {
-						return err
-					}
-				}
-			}
-			if w.stopped() {
-				return w.drain(ctx)
-			}
-			r.publish() // after the canary: its bytes count once checked
-			c.Len -= q.Len
-			if !r.backward {
-				c.Src, c.Dst = c.Src+q.Len, c.Dst+q.Len
 			}
 		}
-		if c.Len == 0 {
-			continue
+		if w.stopped() {
+			return w.drain(ctx)
 		}
-		// An onload chunk, or the rest of an offload chunk after offload
-		// was disabled.
-		if err := w.drain(ctx); err != nil {
-			return err
+		r.publish() // after the canary: its bytes count once checked
+		c.Len -= q.Len
+		if !r.backward {
+			c.Src, c.Dst = c.Src+q.Len, c.Dst+q.Len
 		}
-		if err := r.beforeWrite(ctx, w, c.Len); err != nil {
-			return err
-		}
-		n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len, r.done)
-		if err != nil {
-			if errors.Is(err, context.Canceled) && !r.backward {
-				r.done += n // a forward copy's written prefix is a valid resume point
-			}
-			return err
-		}
-		r.done += c.Len
-		r.publish()
 	}
-	return w.drain(ctx)
+	if c.Len == 0 {
+		return nil
+	}
+	// An onload chunk, or the rest of an offload chunk after offload
+	// was disabled.
+	if err := w.drain(ctx); err != nil {
+		return err
+	}
+	if err := r.beforeWrite(ctx, w, c.Len); err != nil {
+		return err
+	}
+	n, err := r.onloadChunk(ctx, c.Src, c.Dst, c.Len, r.done)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && !r.backward {
+			r.done += n // a forward copy's written prefix is a valid resume point
+		}
+		return err
+	}
+	r.done += c.Len
+	r.publish()
+	return nil
 }
 
 // publish tells the --state record how far the copy is.
@@ -779,7 +825,11 @@ func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n, prefix int6
 			}
 		}
 	}
-	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, onload.Options{BufSize: r.sum.BufSize, Progress: progress, NoSync: true})
+	opt, err := r.holes.onloadOptions(onload.Options{BufSize: r.sum.BufSize, Progress: progress, NoSync: true}, max(r.src.lbs, r.dst.lbs))
+	if err != nil {
+		return 0, err
+	}
+	w, err := onloadCopy(ctx, r.dst.onload(), r.src.onload(), dstOff, srcOff, n, opt)
 	r.sum.OnloadedBytes += w
 	return w, err
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/blkcopy/blkcopy/internal/sparse"
 )
 
 // Endpoint is one side of a copy.
@@ -40,6 +42,18 @@ type Options struct {
 	// NoSync skips the fdatasync of dst at the end, for a caller that
 	// syncs once after many Copy calls.
 	NoSync bool
+	// Zero, when set, is called instead of writing a run of whole
+	// ZeroGrain-aligned blocks (destination offsets) that read as zeroes;
+	// it must make them read as zeroes on dst (a hole, a write-zeroes
+	// request). It runs on the workers, concurrently, on disjoint ranges.
+	// ZeroGrain is a multiple of dst's alignment.
+	Zero      func(off, n int64) error
+	ZeroGrain int64
+	// Buffers, when set, are used instead of mapping new ones: a caller
+	// that calls Copy once per data extent keeps one set for all. They
+	// must be at least BufSize (rounded to the alignment) each, aligned
+	// for both ends; Copy uses up to 2*Depth of them.
+	Buffers *Buffers
 }
 
 // DefaultDepth is the number of reads and of writes in flight. One of each
@@ -102,7 +116,10 @@ type copier struct {
 	ctx               context.Context
 	progress          func(int64)
 	noSync            bool
-	dstSize           int64 // size of a regular-file dst before the copy; -1 otherwise
+	zero              func(off, n int64) error
+	zeroGrain         int64
+	bufs              *Buffers // the caller's, or nil
+	dstSize           int64    // size of a regular-file dst before the copy; -1 otherwise
 	mu                sync.Mutex
 	cond              sync.Cond
 	next              int64  // next chunk to hand to a worker
@@ -118,6 +135,7 @@ func newCopier(dst, src Endpoint, dstOff, srcOff, n int64, opt Options) *copier 
 		dst: newSide(dst), src: newSide(src),
 		dstOff: dstOff, srcOff: srcOff, n: n,
 		progress: opt.Progress, noSync: opt.NoSync,
+		zero: opt.Zero, zeroGrain: opt.ZeroGrain, bufs: opt.Buffers,
 		dstSize: -1,
 	}
 	c.cond.L = &c.mu
@@ -130,6 +148,8 @@ func newCopier(dst, src Endpoint, dstOff, srcOff, n int64, opt Options) *copier 
 		c.bufSize = DefaultBufSize(0)
 	}
 	c.bufSize = alignUp(c.bufSize, max(c.dst.align, c.src.align, pageSize))
+	// A zero run is written (or not) whole, so it is whole blocks of dst.
+	c.zeroGrain = alignUp(max(c.zeroGrain, 4096), c.dst.align)
 	// Chunk windows start on the destination's block grid so that every
 	// chunk but the first and last is written with whole blocks. A
 	// buffered destination takes any offset, so its windows follow the
@@ -165,11 +185,14 @@ func (c *copier) run(ctx context.Context) (int64, error) {
 			c.dstSize = st.Size
 		}
 	}
-	bufs, err := NewBuffers(c.workers, c.bufSize, max(c.dst.align, c.src.align))
-	if err != nil {
-		return 0, err
+	bufs := c.bufs
+	if bufs == nil || len(bufs.Bufs) < c.workers || int64(len(bufs.Bufs[0])) < c.bufSize {
+		var err error
+		if bufs, err = NewBuffers(c.workers, c.bufSize, max(c.dst.align, c.src.align)); err != nil {
+			return 0, err
+		}
+		defer bufs.Free()
 	}
-	defer bufs.Free()
 
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
@@ -180,8 +203,8 @@ func (c *copier) run(ctx context.Context) (int64, error) {
 	defer stop()
 
 	var wg sync.WaitGroup
-	for _, buf := range bufs.Bufs {
-		wg.Go(func() { c.worker(buf) })
+	for _, buf := range bufs.Bufs[:c.workers] {
+		wg.Go(func() { c.worker(buf[:c.bufSize]) })
 	}
 	wg.Wait()
 
@@ -406,9 +429,20 @@ func (c *copier) readDstBlock(p []byte, off int64) error {
 
 func (c *copier) flush(i int64, buf []byte) error {
 	w0, d0, d1 := c.chunk(i)
+	lo, hi := d0, d1
 	if c.dst.direct {
-		w1 := alignUp(d1, c.dst.align)
-		return c.dst.writeAt(buf[:w1-w0], w0)
+		lo, hi = w0, alignUp(d1, c.dst.align)
 	}
-	return c.dst.writeAt(buf[d0-w0:d1-w0], d0)
+	if c.zero == nil {
+		return c.dst.writeAt(buf[lo-w0:hi-w0], lo)
+	}
+	// Only blocks wholly inside [d0, d1) may be zero runs: the rest of
+	// the window holds the destination's own bytes, read back for the
+	// write of a partial block, and goes back as it was.
+	return sparse.Split(buf[lo-w0:hi-w0], lo, d0, d1, c.zeroGrain, func(off, n int64, zero bool) error {
+		if zero {
+			return c.zero(off, n)
+		}
+		return c.dst.writeAt(buf[off-w0:off-w0+n], off)
+	})
 }

@@ -521,6 +521,41 @@ scenario_host_reads() {
 	expect_eq "destination checksum" "$want" "$(sum "$B" "$doff" "$len")"
 }
 
+# A sparse image restored onto a namespace that held other data: the
+# image's holes are not read and become NVMe Write Zeroes commands (the
+# host counts them in QEMU's trace, within SPARSE_DST..+SPARSE_LEN of
+# namespace B), zero runs written as data in the image too, and the
+# namespace reads back as the image, old data gone.
+scenario_sparse_restore() {
+	doff=$SPARSE_DST len=$SPARSE_LEN img=/tmp/sparse/img
+	mkdir -p /tmp/sparse && mount -t tmpfs tmpfs /tmp/sparse || {
+		fail "mount tmpfs: cannot hold a sparse image"
+		return
+	}
+	dd if=/dev/zero of=$img bs=1 count=0 seek="$len" status=none
+	head -c "$MiB" /dev/urandom | dd of=$img bs=1M seek=2 conv=notrunc status=none
+	dd if=/dev/zero of=$img bs=1M seek=5 count=2 conv=notrunc status=none
+	head -c $((MiB / 2)) /dev/urandom | dd of=$img bs=512K seek=19 conv=notrunc status=none
+	want=$(md5sum <$img | cut -d' ' -f1)
+	random_fill "$B" "$doff" "$len"
+	guard_set "$B" "$doff" "$len"
+	out=$(blkcopy $img "$B" --dst-offset "$doff" --verify --json --progress never 2>/tmp/err)
+	rc=$?
+	echo "$out $(cat /tmp/err)"
+	umount /tmp/sparse
+	if [ $rc != 0 ]; then
+		fail "blkcopy $img $B: exit $rc: $(cat /tmp/err)"
+		return
+	fi
+	expect_eq "destination checksum" "$want" "$(sum "$B" "$doff" "$len")"
+	guard_check "$B" "$doff" "$len"
+	sparse=$(echo "$out" | json_field sparse_bytes)
+	zero=$(echo "$out" | json_field zero_bytes)
+	[ "$sparse" -ge $((len - 4 * MiB)) ] || fail "sparse_bytes $sparse: want the image's holes (at least $((len - 4 * MiB)))"
+	[ "$zero" -ge $((2 * MiB)) ] || fail "zero_bytes $zero: want the 2 MiB zero run"
+	echo "VMTEST INFO sparse_restored=1"
+}
+
 # A destination with a mounted file system is refused and left alone, and
 # so is the disk under it. The file system rewrites its superblock on every
 # sync, so the bytes checked are a range of free blocks: random data put
@@ -583,6 +618,7 @@ run_all() {
 	scenario io_error/copy_command
 	scenario io_error/write
 	scenario interrupt
+	scenario sparse_restore
 	scenario mounted_destination
 	echo "VMTEST INFO nvme_commands=$NVME_CMDS"
 	# Last: LIO holds the namespaces it exports (T among them) open.
