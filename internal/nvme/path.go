@@ -37,8 +37,15 @@ const (
 	// DefaultDepth is how many commands one Copy call keeps in flight:
 	// with several calls at once, up to InFlight x Depth commands queue
 	// on the device; when the ranges overlap the copier runs one call at
-	// a time and Depth alone keeps the device busy.
-	DefaultDepth = 4
+	// a time and Depth alone keeps the device busy. Each command in
+	// flight holds a thread in the passthrough ioctl. In the VM rig
+	// (QEMU, 64 MiB within a namespace of 64 KiB ranges, 16 a command,
+	// 5 rounds, 2026-11-27) 16 copied in a median 141 ms against 162 ms
+	// with 4; commands of one range each, 16 or 64 in flight, took
+	// 370-610 ms: QEMU runs a command's ranges one after another, but the
+	// guest's cost per ioctl is what dominates, so ranges per command
+	// stay as many as MSRC and MCL allow.
+	DefaultDepth = 16
 )
 
 // Path is NVMe Copy by passthrough as an offload path. The zero value uses
