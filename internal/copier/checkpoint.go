@@ -190,7 +190,7 @@ func direction(backward bool) string {
 // could leave a record of a file that is gone.
 func (c *checkpointer) start(cancel context.CancelCauseFunc, createdDst bool) error {
 	if createdDst {
-		if err := syncDir(filepath.Dir(c.dst.path)); err != nil {
+		if err := state.SyncDir(filepath.Dir(c.dst.path)); err != nil {
 			return fmt.Errorf("destination %s: %w", c.dst.path, err)
 		}
 	}
@@ -299,18 +299,6 @@ func (c *checkpointer) close() error {
 func (c *checkpointer) record(n int64) error {
 	c.publish(n)
 	return c.save()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return &os.PathError{Op: "fsync", Path: dir, Err: err}
-	}
-	return nil
 }
 
 // settle ends the record of a finished copy (after --verify, if any).

@@ -211,7 +211,7 @@ func Save(path string, s *State) error {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
 	// The rename is durable once the directory is.
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
 	return nil
@@ -241,15 +241,15 @@ func Remove(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
 	return nil
 }
 
-// syncDir fsyncs the directory dir, which makes the creation, rename or
+// SyncDir fsyncs the directory dir, which makes the creation, rename or
 // removal of a file in it durable.
-func syncDir(dir string) error {
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
