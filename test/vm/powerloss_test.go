@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/blkcopy/blkcopy/internal/onload/onloadtest"
 )
 
 // The power-loss test of --state (issue 12): a copy within an NVMe
@@ -54,23 +55,11 @@ var plDisks = []disk{
 }
 
 func TestVMPowerLoss(t *testing.T) {
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not found; run test/vm/fetch.sh (apt-get install qemu-system-x86 busybox-static)")
-	}
 	mkfs, err := exec.LookPath("mkfs.ext4")
 	if err != nil {
 		t.Skip("mkfs.ext4 not found (apt-get install e2fsprogs): the state file lives on ext4 in the guest")
 	}
-	busybox, err := StaticBusybox()
-	if err != nil {
-		t.Skip(err)
-	}
-	work := t.TempDir()
-	bins := map[string][]byte{
-		"bin/busybox": mustRead(t, busybox),
-		"bin/blkcopy": mustRead(t, buildBlkcopy(t, work)),
-	}
+	qemu, bins := rigSetup(t)
 	kernels := guestKernels(t)
 	cases := []struct {
 		kernel, mode string
@@ -87,12 +76,7 @@ func TestVMPowerLoss(t *testing.T) {
 				t.Skipf("kernel %s is not in this run (BLKCOPY_VM_KERNEL names another)", c.kernel)
 			}
 			k := kernels[i]
-			if _, err := os.Stat(k.kernel); err != nil {
-				if os.Getenv("BLKCOPY_VM_REQUIRE_SEED") != "" {
-					t.Fatalf("kernel %s: %v (build it with ../shared/seed-kernel/build.sh)", k.kernel, err)
-				}
-				t.Skipf("no %s kernel at %s: build it with ../shared/seed-kernel/build.sh", k.name, k.kernel)
-			}
+			requireKernel(t, k)
 			powerLoss(t, qemu, mkfs, k, c.mode, c.path, bins)
 		})
 	}
@@ -241,7 +225,7 @@ func powerLoss(t *testing.T, qemu, mkfs string, k guestKernel, mode, wantPath st
 	if err != nil {
 		t.Fatal(err)
 	}
-	if i := firstDiff(got, want); i >= 0 {
+	if i := onloadtest.FirstDiff(got, want); i >= 0 {
 		where := "outside the destination range (a sentinel)"
 		if i >= plDst && i < plDst+plLen {
 			where = fmt.Sprintf("in the destination range, %d bytes in", i-plDst)
@@ -284,35 +268,9 @@ func checkPLResult(t *testing.T, b plBoot, mode, wantPath string) {
 }
 
 func writePLInitramfs(t *testing.T, path string, k guestKernel, bins map[string][]byte, phase int, mode string) {
-	rd := &Initramfs{}
-	for _, name := range slices.Sorted(maps.Keys(bins)) {
-		rd.AddFile(name, 0o755, bins[name])
-	}
-	rd.AddSymlink("bin/sh", "busybox")
-	for _, d := range []string{"proc", "sys", "dev", "tmp", "mnt"} {
-		rd.AddDir(d)
-	}
-	addGuestScripts(t, rd)
-	var env strings.Builder
-	fmt.Fprintf(&env, "KERNEL_KIND=%s\n", k.kind)
-	for _, d := range plDisks {
-		fmt.Fprintf(&env, "DISK_%s='%s %d'\n", d.id, d.ctrl, d.nsid)
-	}
-	rd.AddFile("guest/env", 0o644, []byte(env.String()))
-	rd.AddFile("guest/powerloss.env", 0o644, []byte(fmt.Sprintf("PHASE=%d\nMODE=%s\nSRC_OFF=%d\nDST_OFF=%d\nLEN=%d\n",
-		phase, mode, plSrc, plDst, plLen)))
-	addModules(t, rd, k.modules)
-	writeInitramfs(t, rd, path)
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
+	writeGuestInitramfs(t, path, k, bins, map[string]string{
+		"guest/env": guestEnv(k.kind, plDisks),
+		"guest/powerloss.env": fmt.Sprintf("PHASE=%d\nMODE=%s\nSRC_OFF=%d\nDST_OFF=%d\nLEN=%d\n",
+			phase, mode, plSrc, plDst, plLen),
+	})
 }

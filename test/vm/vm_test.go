@@ -155,6 +155,19 @@ func guestKernels(t *testing.T) []guestKernel {
 }
 
 func TestVM(t *testing.T) {
+	qemu, bins := rigSetup(t)
+	bins["bin/nvmecopy"] = mustRead(t, goBuild(t, t.TempDir(), "nvmecopy", "./nvmecopy"))
+	for _, k := range guestKernels(t) {
+		t.Run(k.name, func(t *testing.T) {
+			requireKernel(t, k)
+			runVM(t, qemu, k, bins)
+		})
+	}
+}
+
+// rigSetup finds QEMU and the static busybox, skipping the test without
+// them, and builds blkcopy: the guest's binaries, by initramfs path.
+func rigSetup(t *testing.T) (qemu string, bins map[string][]byte) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
 		t.Skip("qemu-system-x86_64 not found; run test/vm/fetch.sh (apt-get install qemu-system-x86 busybox-static)")
@@ -163,29 +176,27 @@ func TestVM(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	work := t.TempDir()
-	bins := map[string][]byte{
-		"bin/busybox":  mustRead(t, busybox),
-		"bin/blkcopy":  mustRead(t, buildBlkcopy(t, work)),
-		"bin/nvmecopy": mustRead(t, goBuild(t, work, "nvmecopy", "./nvmecopy")),
-	}
-	for _, k := range guestKernels(t) {
-		t.Run(k.name, func(t *testing.T) {
-			if _, err := os.Stat(k.kernel); err != nil {
-				if os.Getenv("BLKCOPY_VM_REQUIRE_SEED") != "" {
-					t.Fatalf("kernel %s: %v (build it with ../shared/seed-kernel/build.sh)", k.kernel, err)
-				}
-				t.Skipf("no %s kernel at %s: build it with ../shared/seed-kernel/build.sh (about 9 minutes once)", k.name, k.kernel)
-			}
-			runVM(t, qemu, k, bins)
-		})
+	return qemu, map[string][]byte{
+		"bin/busybox": mustRead(t, busybox),
+		"bin/blkcopy": mustRead(t, buildBlkcopy(t, t.TempDir())),
 	}
 }
 
-// runVM boots one kernel with fresh disks, runs every scenario and turns
-// the guest's report into subtests.
-func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
-	work := t.TempDir()
+// requireKernel skips (or, with BLKCOPY_VM_REQUIRE_SEED, fails) a kernel's
+// subtest when its image is not there.
+func requireKernel(t *testing.T, k guestKernel) {
+	if _, err := os.Stat(k.kernel); err != nil {
+		if os.Getenv("BLKCOPY_VM_REQUIRE_SEED") != "" {
+			t.Fatalf("kernel %s: %v (build it with ../shared/seed-kernel/build.sh)", k.kernel, err)
+		}
+		t.Skipf("no %s kernel at %s: build it with ../shared/seed-kernel/build.sh (about 9 minutes once)", k.name, k.kernel)
+	}
+}
+
+// writeGuestInitramfs writes to path the guest's initramfs: bins, the
+// guest scripts, k's modules, and files (initramfs path -> content), among
+// them guest/env.
+func writeGuestInitramfs(t *testing.T, path string, k guestKernel, bins map[string][]byte, files map[string]string) {
 	rd := &Initramfs{}
 	for _, name := range slices.Sorted(maps.Keys(bins)) {
 		rd.AddFile(name, 0o755, bins[name])
@@ -195,10 +206,19 @@ func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
 		rd.AddDir(d)
 	}
 	addGuestScripts(t, rd)
-	rd.AddFile("guest/env", 0o644, []byte(guestEnv(k.kind)))
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		rd.AddFile(name, 0o644, []byte(files[name]))
+	}
 	addModules(t, rd, k.modules)
+	writeInitramfs(t, rd, path)
+}
+
+// runVM boots one kernel with fresh disks, runs every scenario and turns
+// the guest's report into subtests.
+func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
+	work := t.TempDir()
 	initrd := filepath.Join(work, "initramfs.cpio")
-	writeInitramfs(t, rd, initrd)
+	writeGuestInitramfs(t, initrd, k, bins, map[string]string{"guest/env": guestEnv(k.kind, disks)})
 
 	trace := filepath.Join(work, "nvme-trace.log")
 	args := qemuArgs(t, work, k.kernel, initrd, trace, disks)
@@ -302,13 +322,13 @@ func addGuestScripts(t *testing.T, rd *Initramfs) {
 
 // guestEnv tells the guest scripts what the host set up, so the numbers
 // live in one place.
-func guestEnv(kind string) string {
+func guestEnv(kind string, ds []disk) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "KERNEL_KIND=%s\n", kind)
 	// BLKCOPY_VM_ONLY=scsi runs only the SCSI scenarios (while working
 	// on them: a boot with everything takes minutes).
 	fmt.Fprintf(&b, "ONLY=%s\n", os.Getenv("BLKCOPY_VM_ONLY"))
-	for _, d := range disks {
+	for _, d := range ds {
 		fmt.Fprintf(&b, "DISK_%s='%s %d'\n", d.id, d.ctrl, d.nsid)
 	}
 	fmt.Fprintf(&b, "ERR_READ_OFFSET=%d\nERR_WRITE_OFFSET=%d\n", errReadOffset, errWriteOffset)
