@@ -23,19 +23,7 @@ func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
 	}{{syscall.SIGTERM, false}, {syscall.SIGINT, false}, {syscall.SIGTERM, true}} {
 		sig := tt.sig
 		t.Run(fmt.Sprintf("%s json=%v", sig, tt.json), func(t *testing.T) {
-			dir := t.TempDir()
-			src, dst := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
-			const size = 32 << 20
-			data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
-			for i := 0; i < size; i += 4096 {
-				binary.LittleEndian.PutUint32(data[i:], uint32(i)) // no two blocks alike, so a misplaced block shows
-			}
-			if err := os.WriteFile(src, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(dst, bytes.Repeat([]byte{0xAA}, 40<<20), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			src, dst, data := interruptFixture(t)
 			// Small I/Os through the host make the copy slow enough to
 			// interrupt; the progress bar tells when it is under way.
 			c := blkcopyCommand(t, src, dst, "--src-offset", "4096", "--dst-offset", "1M", "--len", "24M",
@@ -45,43 +33,19 @@ func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
 			}
 			var stdout bytes.Buffer
 			c.Stdout = &stdout
-			stderr, err := c.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// Read raw bytes, not lines: the bar redraws with \r and its
-			// first frame is not terminated until the next one.
-			var all strings.Builder
-			signalled := false
-			buf := make([]byte, 4096)
-			for {
-				n, rerr := stderr.Read(buf)
-				all.Write(buf[:n])
-				if !signalled && strings.Contains(all.String(), "copying") {
-					// The first frame is drawn once the copy has begun.
-					c.Process.Signal(sig)
-					signalled = true
-				}
-				if rerr != nil {
-					break
-				}
-			}
+			all, err := interruptOnceCopying(t, c, sig)
 			var resume string
-			for _, line := range strings.Split(all.String(), "\n") {
+			for _, line := range strings.Split(all, "\n") {
 				if r, ok := strings.CutPrefix(line, "blkcopy: resume with: "); ok {
 					resume = r
 				}
 			}
-			err = c.Wait()
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-				t.Fatalf("exit: %v, want status 130; stderr:\n%s", err, all.String())
+				t.Fatalf("exit: %v, want status 130; stderr:\n%s", err, all)
 			}
 			if resume == "" {
-				t.Fatalf("no resume command printed; stderr:\n%s", all.String())
+				t.Fatalf("no resume command printed; stderr:\n%s", all)
 			}
 			if tt.json {
 				// One object, the interrupt report, and no second error object.
@@ -128,49 +92,18 @@ func TestInterruptPrintsAResumeCommandThatFinishesTheCopy(t *testing.T) {
 // the printed resume command is the same request with --state: running it
 // resumes from the record and says so.
 func TestInterruptWithStateResumesFromTheStateFile(t *testing.T) {
-	dir := t.TempDir()
-	src, dst, rec := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img"), filepath.Join(dir, "copy.state")
-	const size = 32 << 20
-	data := make([]byte, size)
-	for i := 0; i < size; i += 4096 {
-		binary.LittleEndian.PutUint32(data[i:], uint32(i)+1)
-	}
-	if err := os.WriteFile(src, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, bytes.Repeat([]byte{0xAA}, 40<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	src, dst, data := interruptFixture(t)
+	rec := filepath.Join(filepath.Dir(src), "copy.state")
 	c := blkcopyCommand(t, src, dst, "--src-offset", "4096", "--dst-offset", "1M", "--len", "24M",
 		"--mode", "onload", "--chunk", "4K", "--progress", "always", "--state", rec)
-	stderr, err := c.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var all strings.Builder
-	signalled := false
-	buf := make([]byte, 4096)
-	for {
-		n, rerr := stderr.Read(buf)
-		all.Write(buf[:n])
-		if !signalled && strings.Contains(all.String(), "copying") {
-			c.Process.Signal(syscall.SIGTERM)
-			signalled = true
-		}
-		if rerr != nil {
-			break
-		}
-	}
+	all, err := interruptOnceCopying(t, c, syscall.SIGTERM)
 	var ee *exec.ExitError
-	if err := c.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("exit: %v, want status 130; stderr:\n%s", err, all.String())
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want status 130; stderr:\n%s", err, all)
 	}
 	var resume string
 	var done int64
-	for _, line := range strings.Split(all.String(), "\n") {
+	for _, line := range strings.Split(all, "\n") {
 		if r, ok := strings.CutPrefix(line, "blkcopy: resume with: "); ok {
 			resume = r
 		}
@@ -180,8 +113,8 @@ func TestInterruptWithStateResumesFromTheStateFile(t *testing.T) {
 	if !strings.HasSuffix(resume, want) {
 		t.Fatalf("resume command %q; want the whole request again with --state, ending %q", resume, want)
 	}
-	if !strings.Contains(all.String(), "progress recorded in state file "+rec) || done <= 0 {
-		t.Errorf("the interrupt report does not say the progress (%d bytes) is in the state file:\n%s", done, all.String())
+	if !strings.Contains(all, "progress recorded in state file "+rec) || done <= 0 {
+		t.Errorf("the interrupt report does not say the progress (%d bytes) is in the state file:\n%s", done, all)
 	}
 	args := strings.Fields(resume)[1:]
 	args[len(args)-1] = "never" // --progress
@@ -201,4 +134,55 @@ func TestInterruptWithStateResumesFromTheStateFile(t *testing.T) {
 	if _, err := os.Stat(rec); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("state file left after the copy finished: %v", err)
 	}
+}
+
+// interruptFixture makes a 32 MiB source, no two 4 KiB blocks alike (so a
+// misplaced block shows), and a 40 MiB destination of 0xAA.
+func interruptFixture(t *testing.T) (src, dst string, data []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	src, dst = filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
+	const size = 32 << 20
+	data = bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	for i := 0; i < size; i += 4096 {
+		binary.LittleEndian.PutUint32(data[i:], uint32(i))
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, bytes.Repeat([]byte{0xAA}, 40<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return src, dst, data
+}
+
+// interruptOnceCopying starts c (run with --progress always), sends it sig
+// once the progress bar shows the copy under way, and returns its stderr
+// and its exit error. It reads raw bytes, not lines: the bar redraws with
+// \r and its first frame is not terminated until the next one.
+func interruptOnceCopying(t *testing.T, c *exec.Cmd, sig syscall.Signal) (string, error) {
+	t.Helper()
+	stderr, err := c.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	signalled := false
+	buf := make([]byte, 4096)
+	for {
+		n, rerr := stderr.Read(buf)
+		all.Write(buf[:n])
+		if !signalled && strings.Contains(all.String(), "copying") {
+			// The first frame is drawn once the copy has begun.
+			c.Process.Signal(sig)
+			signalled = true
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	return all.String(), c.Wait()
 }
