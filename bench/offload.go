@@ -356,6 +356,11 @@ func (b *bench) offloadVM(root, work string, k offloadKernel, bins map[string]st
 		return nil, err
 	}
 	rd.AddFile("init", 0o755, script)
+	lib, err := os.ReadFile(filepath.Join(root, "test", "vm", "guest", "nvmedev.sh"))
+	if err != nil {
+		return nil, err
+	}
+	rd.AddFile("guest/nvmedev.sh", 0o644, lib)
 	if err := addModules(rd, k.modules); err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func (b *bench) runXCopy(root string) int {
 	for _, d := range []string{"proc", "sys", "dev", "tmp"} {
 		rd.AddDir(d)
 	}
-	for file, at := range map[string]string{"bench/guest/xcopy.sh": "init", "test/vm/guest/scsi.sh": "guest/scsi.sh"} {
+	for file, at := range map[string]string{"bench/guest/xcopy.sh": "init", "test/vm/guest/scsi.sh": "guest/scsi.sh", "test/vm/guest/nvmedev.sh": "guest/nvmedev.sh"} {
 		data, err := os.ReadFile(filepath.Join(root, file))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)

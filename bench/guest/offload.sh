@@ -37,18 +37,8 @@ fi
 
 MiB=1048576
 
-# nvme_dev SERIAL NSID prints /dev/nvmeXnY (controllers are numbered in
-# probe order, so namespaces are found by controller serial).
-nvme_dev() {
-	for d in /sys/block/nvme*; do
-		[ -e "$d/device/serial" ] || continue
-		[ "$(tr -d ' ' <"$d/device/serial")" = "$1" ] || continue
-		[ "$(cat "$d/nsid")" = "$2" ] || continue
-		echo "/dev/${d##*/}"
-		return 0
-	done
-	return 1
-}
+# shellcheck source=test/vm/guest/nvmedev.sh
+. /guest/nvmedev.sh
 
 # wait_dev SERIAL NSID: the driver scans namespaces after probe returns.
 wait_dev() {

@@ -30,16 +30,8 @@ MiB=1048576
 # shellcheck source=test/vm/guest/scsi.sh
 . /guest/scsi.sh
 
-nvme_dev() {
-	for d in /sys/block/nvme*; do
-		[ -e "$d/device/serial" ] || continue
-		[ "$(tr -d ' ' <"$d/device/serial")" = "$1" ] || continue
-		[ "$(cat "$d/nsid")" = "$2" ] || continue
-		echo "/dev/${d##*/}"
-		return 0
-	done
-	return 1
-}
+# shellcheck source=test/vm/guest/nvmedev.sh
+. /guest/nvmedev.sh
 
 i=0
 # shellcheck disable=SC2086

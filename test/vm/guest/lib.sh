@@ -29,17 +29,8 @@ scenario() {
 	return 0
 }
 
-# nvme_dev SERIAL NSID prints /dev/nvmeXnY: the kernel numbers controllers
-# in probe order, so the host names namespaces by controller serial.
-nvme_dev() {
-	for d in /sys/block/nvme*; do
-		[ "$(tr -d ' ' <"$d/device/serial")" = "$1" ] || continue
-		[ "$(cat "$d/nsid")" = "$2" ] || continue
-		echo "/dev/${d##*/}"
-		return 0
-	done
-	return 1
-}
+# shellcheck source=test/vm/guest/nvmedev.sh
+. /guest/nvmedev.sh
 
 # sysfs_queue DEV ATTR prints a queue limit of DEV's disk (a partition has
 # no queue/ of its own), or nothing when the kernel lacks the attribute.
