@@ -73,3 +73,22 @@ func TestInOrder(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+func TestCanaryFor(t *testing.T) {
+	tests := []struct {
+		name        string
+		unit, align int64
+		want        int64
+	}{
+		{"a small unit is the canary", 64 << 10, 512, 64 << 10},
+		{"a large unit is capped at 1 MiB", 8 << 20, 512, 1 << 20},
+		{"capped in whole blocks", 256 << 20, 3 * 4096, (1 << 20) / (3 * 4096) * 3 * 4096},
+		{"never below one block", 512, 4096, 4096},
+		{"files (align 1)", 1 << 30, 1, 1 << 20},
+	}
+	for _, tt := range tests {
+		if got := CanaryFor(tt.unit, tt.align); got != tt.want {
+			t.Errorf("%s: CanaryFor(%d, %d) = %d, want %d", tt.name, tt.unit, tt.align, got, tt.want)
+		}
+	}
+}

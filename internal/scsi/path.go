@@ -48,10 +48,8 @@ const (
 	// maxSegmentBlocks: BLOCK DEVICE NUMBER OF BLOCKS is 16 bits (SPC-4
 	// 6.4.6.5), whatever MAXIMUM SEGMENT LENGTH says.
 	maxSegmentBlocks = 0xffff
-	// unitBytes is the smallest request after the canary; canaryBytes the
-	// canary's size.
-	unitBytes   = 8 << 20
-	canaryBytes = 1 << 20
+	// unitBytes is the smallest request after the canary.
+	unitBytes = 8 << 20
 )
 
 // Path is SCSI EXTENDED COPY by SG_IO as an offload path. The zero value
@@ -161,7 +159,7 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 		// A GOOD status is the copy manager's word; blkcopy has met copy
 		// paths that reported success and moved nothing. One small
 		// command, cheap to read back.
-		Canary: min(unit, max(lbs, canaryBytes/lbs*lbs)),
+		Canary: copypath.CanaryFor(unit, lbs),
 	}
 	// Past one command, requests are whole commands (all the segments
 	// one takes), where a command fits in a request.

@@ -1,0 +1,56 @@
+package offload
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/blkcopy/blkcopy/internal/copypath"
+	"github.com/blkcopy/blkcopy/internal/sysfs"
+)
+
+// The limits handed to the copier for block devices: calls of many
+// copy_max_bytes units (16, within 16-128 MiB), four at once, a canary of
+// one unit capped at 1 MiB.
+func TestOpenBlockLimits(t *testing.T) {
+	const kib, mib = 1 << 10, 1 << 20
+	tests := []struct {
+		name     string
+		copyMax  int64
+		lbs      int64
+		want     copypath.Limits
+		wantFail string
+	}{
+		{"64 KiB units (seed kernel, mssrl=128): 16 MiB calls", 64 * kib, 512,
+			copypath.Limits{Unit: 64 * kib, Align: 512, Request: 16 * mib, InFlight: 4, Canary: 64 * kib}, ""},
+		{"1 MiB units: 16 MiB calls", 1 * mib, 512,
+			copypath.Limits{Unit: 1 * mib, Align: 512, Request: 16 * mib, InFlight: 4, Canary: 1 * mib}, ""},
+		{"8 MiB units: 16 of them", 8 * mib, 512,
+			copypath.Limits{Unit: 8 * mib, Align: 512, Request: 128 * mib, InFlight: 4, Canary: 1 * mib}, ""},
+		{"32 MiB - 512 units: capped at 128 MiB in whole units", 32*mib - 512, 512,
+			copypath.Limits{Unit: 32*mib - 512, Align: 512, Request: 4 * (32*mib - 512), InFlight: 4, Canary: 1 * mib}, ""},
+		{"a unit beyond the cap: one unit a call", 256 * mib, 4096,
+			copypath.Limits{Unit: 256 * mib, Align: 4096, Request: 256 * mib, InFlight: 4, Canary: 1 * mib}, ""},
+		{"a limit that is not whole blocks is rounded down", 64*kib + 512, 4096,
+			copypath.Limits{Unit: 64 * kib, Align: 4096, Request: 16 * mib, InFlight: 4, Canary: 64 * kib}, ""},
+		{"a limit below one block", 2048, 4096, copypath.Limits{}, "smaller than the 4096-byte block size"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dev := &sysfs.Device{Disk: "nvme0n1", Copy: sysfs.CopyLimits{KernelSupport: true, MaxBytes: tt.copyMax, MaxHWBytes: tt.copyMax}}
+			end := copypath.Endpoint{Path: "/dev/nvme0n1", Block: true, Dev: dev, LBS: tt.lbs, Disk: "blk:nvme0n1", Size: 1 << 40}
+			s, err := Path{}.Open(copypath.Pair{Src: end, Dst: end})
+			if tt.wantFail != "" {
+				if err == nil || !copypath.IsUnavailable(err) || !strings.Contains(err.Error(), tt.wantFail) {
+					t.Fatalf("Open = %v, want unavailable: %s", err, tt.wantFail)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Limits(); got != tt.want {
+				t.Errorf("Limits() = %+v\nwant       %+v", got, tt.want)
+			}
+		})
+	}
+}
