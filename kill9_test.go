@@ -218,7 +218,6 @@ func killRun(t *testing.T, args []string, rec, kind string, full time.Duration, 
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- c.Wait() }()
-	ino0 := inode(rec)
 	var doneBefore int64
 	if before != nil {
 		doneBefore = before.Done
@@ -238,10 +237,9 @@ func killRun(t *testing.T, args []string, rec, kind string, full time.Duration, 
 	default:
 		when = nil
 	}
-	// State replacement: kill during the first save (before the first
-	// write) or, in a new copy, maybe during the second (a checkpoint,
-	// with writes in flight); a resumed run may not save again before
-	// its end.
+	// State replacement: kill during the run's first save (its first
+	// checkpoint, with writes in flight) or, in a new copy, maybe during
+	// the second; a resumed run may not save again before its end.
 	seen, want := 0, 1
 	if before == nil {
 		want += rng.IntN(2)
@@ -264,9 +262,9 @@ func killRun(t *testing.T, args []string, rec, kind string, full time.Duration, 
 		}
 		switch kind {
 		case "first chunk":
-			if inode(rec) != ino0 {
-				// The run's first record is durable; its first write
-				// follows at once: kill within the next few ms.
+			if written(c.Process.Pid) >= 64<<10 {
+				// The copy has written its first bytes (more than
+				// the state file probe): kill within the next few ms.
 				time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
 				return killNow(c, exited, &out)
 			}
@@ -332,12 +330,20 @@ func killNow(c *exec.Cmd, exited chan error, out *bytes.Buffer) (string, bool, e
 	return out.String(), false, err // it finished (or failed) first
 }
 
-func inode(path string) uint64 {
-	var st unix.Stat_t
-	if unix.Stat(path, &st) != nil {
+// written is what process pid has written with write system calls and
+// copy_file_range so far (wchar in /proc/PID/io), 0 when unknown.
+func written(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
 		return 0
 	}
-	return st.Ino
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 func loadRecord(t *testing.T, path string) *state.State {

@@ -117,7 +117,10 @@ type checkpointer struct {
 
 	mu     sync.Mutex // serialises saves
 	failed error      // the background goroutine's failure, under mu
-	cancel context.CancelCauseFunc
+	// dirPending: the destination file was created by this run and its
+	// directory not yet synced (under mu).
+	dirPending bool
+	cancel     context.CancelCauseFunc
 }
 
 // loadState reads the --state record, if any, before the destination is
@@ -183,22 +186,22 @@ func direction(backward bool) string {
 	return state.Forward
 }
 
-// start makes the first record durable before the first write, so that a
-// state file that cannot be written stops the copy before it begins, then
-// runs the background saver. createdDst: the destination file was created
-// by this run; its directory entry is made durable too, or a power cut
-// could leave a record of a file that is gone.
+// start checks that the record can be written before the first write, so
+// that a state file that cannot be written stops the copy before it
+// begins, then runs the background saver, whose first save makes the
+// first record durable. Until then a crash leaves what was there before:
+// no record (a rerun starts at byte 0, which is where this run started)
+// or the prior one this run resumed from; so the first record's two
+// fsyncs stay off the copy's path. createdDst: the destination file was
+// created by this run; its directory entry is made durable before any
+// record is, or a power cut could leave a record of a file that is gone.
 func (c *checkpointer) start(cancel context.CancelCauseFunc, createdDst bool) error {
-	if createdDst {
-		if err := state.SyncDir(filepath.Dir(c.dst.path)); err != nil {
-			return fmt.Errorf("destination %s: %w", c.dst.path, err)
-		}
-	}
 	c.rec.Done = c.base
 	c.rec.Updated = time.Now().UTC()
-	if err := state.Save(c.path, &c.rec); err != nil {
+	if err := state.Probe(c.path, &c.rec); err != nil {
 		return err
 	}
+	c.dirPending = createdDst
 	c.cancel = cancel
 	c.kick = make(chan struct{}, 1)
 	c.stop = make(chan struct{})
@@ -265,6 +268,12 @@ func (c *checkpointer) save() error {
 	}
 	if err := fdatasync(int(c.dst.file.Fd())); err != nil {
 		return fmt.Errorf("fdatasync %s: %w", c.dst.path, err)
+	}
+	if c.dirPending {
+		if err := state.SyncDir(filepath.Dir(c.dst.path)); err != nil {
+			return fmt.Errorf("destination %s: %w", c.dst.path, err)
+		}
+		c.dirPending = false
 	}
 	c.rec.Done = c.base + n
 	c.rec.Updated = time.Now().UTC()

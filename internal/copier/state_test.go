@@ -641,3 +641,41 @@ func TestACopyWhoseRecordCannotBeWrittenStops(t *testing.T) {
 		t.Fatalf("err = %v; want the copy stopped by the state file", err)
 	}
 }
+
+// A state file that cannot be written at all (its directory is missing)
+// stops the copy before its first write. One that can be written is not
+// saved before the copy starts: its first record is made durable by the
+// first checkpoint, off the copy's path, since until then a crash leaves
+// no record and a rerun starts at byte 0, where this run did.
+func TestTheStateFileIsCheckedBeforeTheFirstWriteAndSavedByACheckpoint(t *testing.T) {
+	src, dst, rec, _ := stateFixture(t, 4<<20, 4<<20)
+	before := onloadtest.ReadFile(t, dst)
+	missing := filepath.Join(filepath.Dir(rec), "no-such-dir", "copy.state")
+	_, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: OnloadOnly, BufSize: 64 << 10, State: missing})
+	if err == nil || !strings.Contains(err.Error(), "state file "+missing) {
+		t.Fatalf("err = %v; want a refusal naming the state file", err)
+	}
+	if !bytes.Equal(onloadtest.ReadFile(t, dst), before) {
+		t.Fatal("the destination was written although the state file could not be")
+	}
+
+	swap(t, &cadence.bytes, 64<<10)
+	var atFirstWrite error
+	real := onloadCopy
+	first := true
+	swap(t, &onloadCopy, func(ctx context.Context, d, s onload.Endpoint, dOff, sOff, n int64, o onload.Options) (int64, error) {
+		if first {
+			first = false
+			_, atFirstWrite = os.Stat(rec)
+		}
+		return real(ctx, d, s, dOff, sOff, n, o)
+	})
+	ie := interruptAt(t, Request{Src: src, Dst: dst, Mode: OnloadOnly, BufSize: 64 << 10, State: rec}, 2<<20)
+	if !errors.Is(atFirstWrite, os.ErrNotExist) {
+		t.Errorf("state file at the first write: %v; want none yet", atFirstWrite)
+	}
+	got, err := state.Load(rec)
+	if err != nil || got == nil || got.Done != ie.Done || ie.Done == 0 {
+		t.Fatalf("record after the interrupt: %+v, %v; want done = %d > 0", got, err, ie.Done)
+	}
+}
