@@ -43,6 +43,11 @@ import (
 // that sleeps between the temporary file's fsync and its rename; the test
 // kills when the temporary exists.
 
+// killStateEvery replaces the checkpoints' 2-second period in the copies
+// killed here (BLKCOPY_TEST_STATE_EVERY): they take 0.2-1.5 s, and the
+// first checkpoint waits a period (internal/copier/checkpoint.go).
+const killStateEvery = 50 * time.Millisecond
+
 const (
 	killCopyLen = 512 << 20
 	killMinimum = 20 // kills per case
@@ -311,10 +316,11 @@ func settled(t *testing.T, s killSetup, rec string, args []string) {
 
 // blkcopyRun is blkcopyCommand with the race detector's one-second sleep
 // at exit turned off (go test -race builds the binary with it): the kills
-// are timed against the copy, not against that sleep.
+// are timed against the copy, not against that sleep; and with the
+// checkpoint period of killStateEvery.
 func blkcopyRun(t *testing.T, args []string) *exec.Cmd {
 	c := blkcopyCommand(t, args...)
-	c.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
+	c.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0", "BLKCOPY_TEST_STATE_EVERY="+killStateEvery.String())
 	return c
 }
 

@@ -679,3 +679,31 @@ func TestTheStateFileIsCheckedBeforeTheFirstWriteAndSavedByACheckpoint(t *testin
 		t.Fatalf("record after the interrupt: %+v, %v; want done = %d > 0", got, err, ie.Done)
 	}
 }
+
+// The checkpoint cadence: none in the first period, none before the share
+// bound's next, none when the run should end within a period at its rate
+// so far (its own final fdatasync is as near), else one.
+func TestCheckpointDue(t *testing.T) {
+	began := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return began.Add(d) }
+	const mib = 1 << 20
+	tests := []struct {
+		name        string
+		now, next   time.Duration
+		done, total int64
+		want        bool
+	}{
+		{"within the first period", 1 * time.Second, 2 * time.Second, 256 * mib, 8192 * mib, false},
+		{"after it, far from the end", 2 * time.Second, 2 * time.Second, 512 * mib, 8192 * mib, true},
+		{"after it, ending within a period", 2 * time.Second, 2 * time.Second, 1536 * mib, 2048 * mib, false},
+		{"ending just beyond a period", 2 * time.Second, 2 * time.Second, 1000 * mib, 2048 * mib, true},
+		{"before the share bound's next", 10 * time.Second, 12 * time.Second, 1000 * mib, 100000 * mib, false},
+		{"nothing done yet", 3 * time.Second, 2 * time.Second, 0, 100 * mib, true},
+		{"all done", 3 * time.Second, 2 * time.Second, 100 * mib, 100 * mib, false},
+	}
+	for _, tt := range tests {
+		if got := due(at(tt.now), began, at(tt.next), tt.done, tt.total, 2*time.Second); got != tt.want {
+			t.Errorf("%s: due = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
