@@ -51,7 +51,10 @@ powerloss() {
 	) &
 	last=
 	while [ ! -e /tmp/rc ]; do
-		d=$(json_field done <$st 2>/dev/null)
+		# No file until the run's first checkpoint (or the record
+		# of an earlier boot).
+		d=
+		[ -f $st ] && d=$(json_field done <$st 2>/dev/null)
 		if [ -n "$d" ] && [ "$d" != "$last" ]; then
 			echo "POWERLOSS RECORDED $d"
 			last=$d
