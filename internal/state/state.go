@@ -260,10 +260,16 @@ func Probe(path string, s *State) error {
 
 // Remove deletes the state file (and a temporary a killed save left behind)
 // and makes that durable, so that once a copy has reported success no crash
-// can bring back a record of it.
+// can bring back a record of it. When there was no file (a copy that ended
+// before its first checkpoint) there is nothing to make durable: a stray
+// temporary coming back is harmless, as Load never reads it.
 func Remove(path string) error {
 	os.Remove(tempPath(path))
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	err := os.Remove(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("state file %s: %w", path, err)
 	}
 	if err := SyncDir(filepath.Dir(path)); err != nil {
