@@ -35,10 +35,17 @@ func inquiryCDB(evpd bool, page uint8, alloc uint16) []byte {
 // readCapacity16CDB is READ CAPACITY(16) (SBC-3 5.16, Table 64): opcode
 // 9Eh, byte 1 bits 4:0 SERVICE ACTION 10h, bytes 10-13 ALLOCATION LENGTH.
 func readCapacity16CDB(alloc uint32) []byte {
+	return cdb16(opServiceActionIn16, saReadCapacity16, alloc)
+}
+
+// cdb16 is the 16-byte CDB the three commands above and below share:
+// OPERATION CODE, SERVICE ACTION in byte 1 bits 4:0, and a 4-byte length
+// (ALLOCATION or PARAMETER LIST LENGTH) in bytes 10-13.
+func cdb16(op, sa uint8, length uint32) []byte {
 	cdb := make([]byte, 16)
-	cdb[0] = opServiceActionIn16
-	cdb[1] = saReadCapacity16
-	binary.BigEndian.PutUint32(cdb[10:], alloc)
+	cdb[0] = op
+	cdb[1] = sa
+	binary.BigEndian.PutUint32(cdb[10:], length)
 	return cdb
 }
 
@@ -47,22 +54,14 @@ func readCapacity16CDB(alloc uint32) []byte {
 // ACTION, byte 2 LIST IDENTIFIER (ignored for this service action),
 // bytes 10-13 ALLOCATION LENGTH.
 func operatingParamsCDB(alloc uint32) []byte {
-	cdb := make([]byte, 16)
-	cdb[0] = opReceiveCopyResults
-	cdb[1] = saOperatingParams
-	binary.BigEndian.PutUint32(cdb[10:], alloc)
-	return cdb
+	return cdb16(opReceiveCopyResults, saOperatingParams, alloc)
 }
 
 // extendedCopyCDB is EXTENDED COPY(LID1) (SPC-4 6.3.1 and 6.4.1, Table
 // 103 and 104): opcode 83h, byte 1 bits 4:0 SERVICE ACTION 00h, bytes
 // 10-13 PARAMETER LIST LENGTH.
 func extendedCopyCDB(paramLen uint32) []byte {
-	cdb := make([]byte, 16)
-	cdb[0] = opExtendedCopy
-	cdb[1] = saExtendedCopyLID1
-	binary.BigEndian.PutUint32(cdb[10:], paramLen)
-	return cdb
+	return cdb16(opExtendedCopy, saExtendedCopyLID1, paramLen)
 }
 
 // Parameter list of EXTENDED COPY(LID1) (SPC-4 6.4.2, Table 105):
