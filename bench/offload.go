@@ -709,14 +709,7 @@ func otherQEMUs(ours int) int {
 // commands the guest sent.
 func parseGuest(res *vmResult, lines []string) (marks int, err error) {
 	byK := map[int]*copyRun{}
-	var fails []string
-	done := false
-	for _, line := range lines {
-		i := strings.Index(line, "BENCH ")
-		if i < 0 {
-			continue
-		}
-		kind, rest, _ := strings.Cut(line[i+len("BENCH "):], " ")
+	err = guestLines(lines, func(kind, rest string) string {
 		switch kind {
 		case "INFO":
 			kv := fieldMap(rest)
@@ -756,8 +749,7 @@ func parseGuest(res *vmResult, lines []string) (marks int, err error) {
 			r.wrIOs, _ = strconv.ParseInt(kv["wr_ios"], 10, 64)
 			r.wrSect, _ = strconv.ParseInt(kv["wr_sectors"], 10, 64)
 			if r.shape < 1 || r.shape > len(res.shapes) {
-				fails = append(fails, "guest reported a copy on unknown shape: "+line)
-				continue
+				return "guest reported a copy on unknown shape: BENCH COPY " + rest
 			}
 			byK[r.k] = r
 			res.shapes[r.shape-1].runs = append(res.shapes[r.shape-1].runs, r)
@@ -778,19 +770,43 @@ func parseGuest(res *vmResult, lines []string) (marks int, err error) {
 			if r := byK[id]; r != nil {
 				r.errText = strings.TrimSpace(msg)
 			}
+		}
+		return ""
+	})
+	return marks, err
+}
+
+// guestLines reads the protocol both benchmark guests speak on the
+// console: "BENCH KIND REST" anywhere in a line. handle gets every kind
+// but FAIL and DONE and returns a failure to report, or "". The error
+// joins the guest's FAIL lines, handle's failures and a missing DONE.
+func guestLines(lines []string, handle func(kind, rest string) string) error {
+	var fails []string
+	done := false
+	for _, line := range lines {
+		i := strings.Index(line, "BENCH ")
+		if i < 0 {
+			continue
+		}
+		kind, rest, _ := strings.Cut(line[i+len("BENCH "):], " ")
+		switch kind {
 		case "FAIL":
 			fails = append(fails, rest)
 		case "DONE":
 			done = true
+		default:
+			if f := handle(kind, rest); f != "" {
+				fails = append(fails, f)
+			}
 		}
 	}
 	if !done {
 		fails = append(fails, "the guest did not reach BENCH DONE (crash, panic or timeout: see the guest log above)")
 	}
 	if len(fails) > 0 {
-		return marks, errors.New(strings.Join(fails, "; "))
+		return errors.New(strings.Join(fails, "; "))
 	}
-	return marks, nil
+	return nil
 }
 
 // fieldMap splits "a=1 b=2" into a map.

@@ -136,3 +136,35 @@ func TestRunLength(t *testing.T) {
 		}
 	}
 }
+
+// The guests' BENCH protocol: lines anywhere in the console output, FAIL
+// and a missing DONE are failures, and so is what the handler rejects.
+func TestGuestLines(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []string
+		want  string // "" = no error; else a part of it
+		kinds string // the kinds the handler saw
+	}{
+		{"clean", []string{"boot noise", "guest: BENCH INFO kernel=6.1", "guest: BENCH COPY k=0", "guest: BENCH DONE"}, "", "INFO COPY "},
+		{"a guest failure", []string{"guest: BENCH FAIL zero /dev/nvme0n1", "guest: BENCH DONE"}, "zero /dev/nvme0n1", ""},
+		{"no DONE", []string{"guest: BENCH COPY k=0"}, "did not reach BENCH DONE", "COPY "},
+		{"the handler rejects", []string{"guest: BENCH COPY bad", "guest: BENCH DONE"}, "rejected bad", "COPY "},
+	}
+	for _, tt := range tests {
+		var kinds string
+		err := guestLines(tt.lines, func(kind, rest string) string {
+			kinds += kind + " "
+			if rest == "bad" {
+				return "rejected " + rest
+			}
+			return ""
+		})
+		if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+		if kinds != tt.kinds {
+			t.Errorf("%s: handler saw %q, want %q", tt.name, kinds, tt.kinds)
+		}
+	}
+}

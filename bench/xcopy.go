@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -188,14 +187,7 @@ func parseXCopy(lines []string) ([]*xcopyRun, error) {
 	var runs []*xcopyRun
 	key := func(c, tool, round string) string { return c + " " + tool + " " + round }
 	byKey := map[string]*xcopyRun{}
-	var fails []string
-	done := false
-	for _, line := range lines {
-		i := strings.Index(line, "BENCH ")
-		if i < 0 {
-			continue
-		}
-		kind, rest, _ := strings.Cut(line[i+len("BENCH "):], " ")
+	err := guestLines(lines, func(kind, rest string) string {
 		switch kind {
 		case "COPY":
 			f := fieldMap(rest)
@@ -212,7 +204,7 @@ func parseXCopy(lines []string) ([]*xcopyRun, error) {
 		case "JSON":
 			parts := strings.SplitN(rest, " ", 4)
 			if len(parts) < 4 {
-				continue
+				return ""
 			}
 			if r := byKey[key(parts[0], parts[1], parts[2])]; r != nil {
 				var s blkcopySummary
@@ -227,19 +219,10 @@ func parseXCopy(lines []string) ([]*xcopyRun, error) {
 					r.errText = parts[3]
 				}
 			}
-		case "FAIL":
-			fails = append(fails, rest)
-		case "DONE":
-			done = true
 		}
-	}
-	if !done {
-		fails = append(fails, "the guest did not reach BENCH DONE")
-	}
-	if len(fails) > 0 {
-		return runs, errors.New(strings.Join(fails, "; "))
-	}
-	return runs, nil
+		return ""
+	})
+	return runs, err
 }
 
 type xcopyReport struct {
