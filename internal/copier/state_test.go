@@ -626,6 +626,7 @@ func TestDryRunWithStateWritesNothing(t *testing.T) {
 // with an error naming the state file rather than go on without it.
 func TestACopyWhoseRecordCannotBeWrittenStops(t *testing.T) {
 	swap(t, &cadence.bytes, 64<<10)
+	swap(t, &cadence.every, 5*time.Millisecond)
 	src, dst, _, _ := stateFixture(t, 4<<20, 4<<20)
 	dir := t.TempDir()
 	rec := filepath.Join(dir, "copy.state")
@@ -634,7 +635,17 @@ func TestACopyWhoseRecordCannotBeWrittenStops(t *testing.T) {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Error(err)
 		}
-		return real(ctx, d, s, dOff, sOff, n, o)
+		// Paced, so that checkpoints fall due while it runs (not
+		// before the first period, nor within one of the end).
+		var w int64
+		for w < n {
+			time.Sleep(2 * time.Millisecond)
+			k, err := real(ctx, d, s, dOff+w, sOff+w, min(256<<10, n-w), o)
+			if w += k; err != nil {
+				return w, err
+			}
+		}
+		return w, nil
 	})
 	_, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: OnloadOnly, BufSize: 64 << 10, State: rec})
 	if err == nil || !strings.Contains(err.Error(), "state file "+rec) {
