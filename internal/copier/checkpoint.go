@@ -127,9 +127,15 @@ type checkpointer struct {
 
 	mark  atomic.Int64 // the run's published done count
 	saved atomic.Int64 // the run's done count the file holds
-	kick  chan struct{}
-	stop  chan struct{}
-	ended sync.WaitGroup
+	// kickAt (Unix nanoseconds): publish wakes the saver early, for the
+	// byte count, only from then on; before it the saver would find no
+	// checkpoint due and sleep again. Without it every chunk after the
+	// first stateEveryBytes woke the saver's goroutine for nothing, a
+	// cross-thread wake-up per chunk on a copy that takes no checkpoint.
+	kickAt atomic.Int64
+	kick   chan struct{}
+	stop   chan struct{}
+	ended  sync.WaitGroup
 
 	mu     sync.Mutex // serialises saves
 	failed error      // the background goroutine's failure, under mu
@@ -235,7 +241,7 @@ func (c *checkpointer) publish(n int64) {
 			break
 		}
 	}
-	if n-c.saved.Load() >= cadence.bytes {
+	if n-c.saved.Load() >= cadence.bytes && time.Now().UnixNano() >= c.kickAt.Load() {
 		select {
 		case c.kick <- struct{}{}:
 		default:
@@ -249,6 +255,7 @@ func (c *checkpointer) loop() {
 	defer t.Stop()
 	began := time.Now()
 	next := began.Add(cadence.every) // no checkpoint before
+	c.kickAt.Store(next.UnixNano())
 	for {
 		select {
 		case <-c.stop:
@@ -256,12 +263,17 @@ func (c *checkpointer) loop() {
 		case <-t.C:
 		case <-c.kick:
 		}
-		if !due(time.Now(), began, next, c.mark.Load(), c.rec.Length-c.base, cadence.every) {
+		now := time.Now()
+		if !due(now, began, next, c.mark.Load(), c.rec.Length-c.base, cadence.every) {
+			// Not yet, or the copy ends soon: the next early wake-up
+			// is no sooner than next, or an eighth of a period away.
+			c.kickAt.Store(max(next.UnixNano(), now.Add(cadence.every/8).UnixNano()))
 			continue
 		}
 		began := time.Now()
 		err := c.save()
 		next = time.Now().Add(time.Duration(float64(time.Since(began)) / stateSyncShare))
+		c.kickAt.Store(next.UnixNano())
 		if err != nil {
 			c.mu.Lock()
 			c.failed = err

@@ -718,3 +718,30 @@ func TestCheckpointDue(t *testing.T) {
 		}
 	}
 }
+
+// publish wakes the saver for the byte count only when a checkpoint could
+// be due: a copy that takes none must not pay a cross-thread wake-up per
+// chunk for it.
+func TestPublishKicksTheSaverOnlyFromKickAt(t *testing.T) {
+	tests := []struct {
+		name   string
+		n      int64
+		kickAt time.Duration // from now
+		want   bool
+	}{
+		{"bytes due, before kickAt", cadence.bytes, time.Second, false},
+		{"bytes due, after kickAt", cadence.bytes, -time.Second, true},
+		{"bytes not due, after kickAt", cadence.bytes - 1, -time.Second, false},
+	}
+	for _, tt := range tests {
+		c := &checkpointer{kick: make(chan struct{}, 1)}
+		c.kickAt.Store(time.Now().Add(tt.kickAt).UnixNano())
+		c.publish(tt.n)
+		if got := len(c.kick) == 1; got != tt.want {
+			t.Errorf("%s: kicked = %v, want %v", tt.name, got, tt.want)
+		}
+		if c.mark.Load() != tt.n {
+			t.Errorf("%s: mark = %d, want %d", tt.name, c.mark.Load(), tt.n)
+		}
+	}
+}
