@@ -403,13 +403,27 @@ scenario_interrupt() {
 	interrupt_check "$T" $((32 * MiB)) "$T" $((2 * MiB)) $((12 * MiB))
 }
 
+# The same within T with --state: the same command run again resumes from
+# the record, by the same path as the interrupted run.
+scenario_interrupt_state() {
+	interrupt_check "$T" $((32 * MiB)) "$T" $((2 * MiB)) $((12 * MiB)) /tmp/interrupt.state
+}
+
+# interrupt_check SRC SOFF DST DOFF LEN [STATE]: SIGTERM a copy once it
+# has its destination open; it must exit 130 and print a resume command.
+# Without STATE the resume command finishes the copy; with it (a --state
+# file) the resume command names the file, and the same command run again
+# finishes the copy, reporting resumed_from > 0, and removes the file.
 interrupt_check() {
-	src=$1 soff=$2 dst=$3 doff=$4 len=$5
+	src=$1 soff=$2 dst=$3 doff=$4 len=$5 state=${6:-}
 	random_fill "$src" "$soff" "$len"
 	guard_set "$dst" "$doff" "$len"
 	want=$(sum "$src" "$soff" "$len")
-	blkcopy "$src" "$dst" --src-offset "$soff" --dst-offset "$doff" --len "$len" \
-		--progress never --json >/tmp/out 2>/tmp/err &
+	[ -z "$state" ] || rm -f "$state"
+	set -- blkcopy "$src" "$dst" --src-offset "$soff" --dst-offset "$doff" --len "$len" \
+		--progress never --json
+	[ -n "$state" ] && set -- "$@" --state "$state"
+	"$@" >/tmp/out 2>/tmp/err &
 	pid=$!
 	# Signal once blkcopy has the destination open: its handler is in
 	# place by then (it is installed before anything is opened), and the
@@ -420,7 +434,9 @@ interrupt_check() {
 		i=$((i + 1))
 	done
 	echo "destination open after $i polls (uptime $(cut -d' ' -f1 /proc/uptime)s)"
-	sleep 0.2
+	# With --state, let requests finish first (the throttled copy lasts 3 s
+	# or more), so that the record has something done to resume from.
+	if [ -n "$state" ]; then sleep 1; else sleep 0.2; fi
 	kill -TERM $pid
 	wait $pid
 	rc=$?
@@ -436,7 +452,21 @@ interrupt_check() {
 		fail "$src -> $dst: no 'blkcopy: resume with: ' line: $(cat /tmp/err)"
 		return
 	fi
-	if ! out=$(eval "$resume" 2>/tmp/err); then
+	if [ -n "$state" ]; then
+		case $resume in
+		*"--state $state"*) ;;
+		*) fail "$src -> $dst: the resume command does not name --state $state: $resume" ;;
+		esac
+		[ -s "$state" ] || fail "$src -> $dst: no state file $state after SIGTERM"
+		if ! out=$("$@" 2>/tmp/err); then
+			fail "the same command again failed: $*: $(cat /tmp/err)"
+		fi
+		from=$(echo "$out" | json_field resumed_from)
+		[ "${from:-0}" -gt 0 ] || fail "$src -> $dst: the rerun did not resume (resumed_from=$from): $out"
+		expect_eq "$src -> $dst: the rerun's offload_path" \
+			"$(json_field offload_path </tmp/out)" "$(echo "$out" | json_field offload_path)"
+		[ -e "$state" ] && fail "$src -> $dst: state file $state left after the copy finished"
+	elif ! out=$(eval "$resume" 2>/tmp/err); then
 		fail "resume command failed: $resume: $(cat /tmp/err)"
 	fi
 	count_cmds "$out"
@@ -618,6 +648,7 @@ run_all() {
 	scenario io_error/copy_command
 	scenario io_error/write
 	scenario interrupt
+	scenario interrupt_state
 	scenario sparse_restore
 	scenario mounted_destination
 	echo "VMTEST INFO nvme_commands=$NVME_CMDS"
