@@ -270,9 +270,9 @@ func (c *checkpointer) loop() {
 			c.kickAt.Store(max(next.UnixNano(), now.Add(cadence.every/8).UnixNano()))
 			continue
 		}
-		began := time.Now()
+		saveStart := time.Now()
 		err := c.save()
-		next = time.Now().Add(time.Duration(float64(time.Since(began)) / stateSyncShare))
+		next = time.Now().Add(time.Duration(float64(time.Since(saveStart)) / stateSyncShare))
 		c.kickAt.Store(next.UnixNano())
 		if err != nil {
 			c.mu.Lock()

@@ -24,8 +24,8 @@ import (
 // Fewer, larger calls won where units are small: with 64 KiB units (512
 // MiB in the rig, medians of 3 rounds) calls of 16 MiB, 4 at once, ran at
 // 0.84-0.87x one call of the whole range in three runs, calls of 128 MiB,
-// 2 at once, at 0.94x and 1.01x; a call costs the guest a system call and
-// a thread hand-off each, and there were 45 against 19. With 1 MiB and
+// 2 at once, at 0.94x, 1.01x and 1.18x; a call costs the guest a system
+// call and a thread hand-off each, and there were 45 against 18-19. With 1 MiB and
 // 8 MiB units the two measured within the runs' noise of each other.
 var (
 	blockRequest  int64 = 128 << 20

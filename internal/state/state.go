@@ -235,10 +235,10 @@ func writeSynced(path string, b []byte) error {
 
 // Probe checks that a record can be saved at path without saving one: it
 // writes the temporary Save writes first (not synced) and removes it. A
-// copy probes before its first write, so a
-// FILE in a missing or read-only directory stops it before it begins, and
-// saves its first record later, off the copy's critical path (two fsyncs
-// of a small file cost a short copy several percent, bench/statecost).
+// copy probes before its first write, so a FILE in a missing or read-only
+// directory stops it before it begins, and saves its first record later,
+// off the copy's critical path (two fsyncs of a small file cost a short
+// copy several percent, bench/statecost).
 // Probe never touches path itself: a record a crash could leave empty or
 // torn there would make the next run fail.
 func Probe(path string, s *State) error {
