@@ -437,6 +437,7 @@ interrupt_check() {
 	# With --state, let requests finish first (the throttled copy lasts 3 s
 	# or more), so that the record has something done to resume from.
 	if [ -n "$state" ]; then sleep 1; else sleep 0.2; fi
+	echo "SIGTERM at uptime $(cut -d" " -f1 /proc/uptime)s"
 	kill -TERM $pid
 	wait $pid
 	rc=$?

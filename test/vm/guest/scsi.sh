@@ -317,6 +317,19 @@ scenario_scsi_interrupt() {
 	esac
 }
 
+# The same with --state: the same command run again resumes from the
+# record, by EXTENDED COPY again.
+scenario_scsi_interrupt_state() {
+	scsi || return 0
+	interrupt_check "$S4" $((32 * MiB)) "$S4" $((2 * MiB)) $((24 * MiB)) /tmp/scsi-interrupt.state
+	count_scsi_cmds "$(cat /tmp/out)"
+	count_scsi_cmds "$out" # the rerun's
+	case $(cat /tmp/out) in
+	*'"offload_path":"scsi-xcopy"'* | *'"offload_path": "scsi-xcopy"'*) ;;
+	*) fail "the interrupted copy did not run by scsi-xcopy: $(cat /tmp/out)" ;;
+	esac
+}
+
 run_scsi() {
 	scenario scsi/setup
 	scenario scsi/limits
@@ -334,5 +347,6 @@ run_scsi() {
 	scenario scsi/page_cache
 	scenario scsi/host_reads
 	scenario scsi/interrupt
+	scenario scsi/interrupt_state
 	echo "VMTEST INFO scsi_commands=$SCSI_CMDS"
 }
