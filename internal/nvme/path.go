@@ -44,7 +44,10 @@ const (
 	// with 4; commands of one range each, 16 or 64 in flight, took
 	// 370-610 ms: QEMU runs a command's ranges one after another, but the
 	// guest's cost per ioctl is what dominates, so ranges per command
-	// stay as many as MSRC and MCL allow.
+	// stay as many as MSRC and MCL allow. With 512 MiB (2026-11-28, 4
+	// rounds) 4 calls of 16 commands copied in 0.87-1.12 s, 4 of 4 in
+	// 1.06-1.11 s, 2 of 8 in 0.93-1.13 s; the threads the ioctls hold did
+	// not lengthen the process's exit.
 	DefaultDepth = 16
 )
 
