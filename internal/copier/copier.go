@@ -570,6 +570,7 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 			return errors.Join(w.drain(ctx), err)
 		}
 		var saved *onload.Saved
+		var poison *onload.Canary
 		if canary && r.lim.Canary > 0 {
 			// --mode offload promises nothing written when the copy
 			// cannot be offloaded, and a path may only find that out
@@ -583,7 +584,8 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 			// Make the canary's destination differ from its source,
 			// or a copy that moved nothing over equal bytes (zeroes
 			// on zeroes) would pass the read-back.
-			if err := onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
+			var err error
+			if poison, err = onload.Poison(r.dst.onload(), r.src.onload(), q.Dst, q.Src, q.Len); err != nil {
 				saved.Free()
 				return fmt.Errorf("offload check: %w", err)
 			}
@@ -597,13 +599,12 @@ func (r *runner) chunk(ctx context.Context, w *window, c plan.Chunk) error {
 				}
 			}
 			saved.Free()
+			if err == nil && poison != nil && r.offloadOK {
+				err = r.canary(ctx, q, poison)
+			}
+			poison.Free()
 			if err != nil {
 				return err
-			}
-			if r.lim.Canary > 0 && r.offloadOK {
-				if err := r.canary(ctx, q); err != nil {
-					return err
-				}
 			}
 		}
 		if w.stopped() {
@@ -839,9 +840,11 @@ func (r *runner) onloadChunk(ctx context.Context, srcOff, dstOff, n, prefix int6
 // Copy command, so a successful return is not proof the data moved. The
 // request is one path unit (one device command) on block devices and the
 // first MiB between regular files: enough to catch a copy that did
-// nothing, cheap to read back.
-func (r *runner) canary(ctx context.Context, c plan.Chunk) error {
-	diff, err := verify.Compare(ctx, r.src.onload(), r.dst.onload(), c.Src, c.Dst, c.Len, r.sum.BufSize)
+// nothing, cheap to read back. The destination is compared with the
+// source bytes the poison read (the ranges do not overlap, and the source
+// is not written during the copy).
+func (r *runner) canary(ctx context.Context, c plan.Chunk, poison *onload.Canary) error {
+	diff, err := poison.Check()
 	if err != nil {
 		return fmt.Errorf("offload check: %w", err)
 	}
