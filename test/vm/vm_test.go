@@ -78,8 +78,10 @@ const (
 	hostReadSrc = 16 * mib
 	hostReadDst = 40 * mib
 	hostReadLen = 24 * mib
-	// hostReadCanary is what the canary reads back of the source: one
-	// unit, at most MSSRL blocks of B or copy_max_bytes (the same here).
+	// hostReadCanary is what the canary reads of the source (once, to
+	// poison the destination with its complement; the read-back reads
+	// only the destination): one unit, at most MSSRL blocks of B or
+	// copy_max_bytes (the same here).
 	hostReadCanary = 256 * 512
 )
 
