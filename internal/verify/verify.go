@@ -5,7 +5,6 @@
 package verify
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -61,32 +60,13 @@ func Compare(ctx context.Context, a, b onload.Endpoint, aOff, bOff, n int64, buf
 		if y.err != nil {
 			return -1, y.err
 		}
-		if i := diff(x.data, y.data); i >= 0 {
+		if i := onload.FirstDiff(x.data, y.data); i >= 0 {
 			return pos + int64(i), nil
 		}
 		ra.free <- x.buf
 		rb.free <- y.buf
 	}
 	return -1, nil
-}
-
-// diff returns the index of the first byte where x and y differ, or -1.
-// bytes.Equal on blocks runs at memory speed; the byte loop only runs
-// inside the one block that differs.
-func diff(x, y []byte) int {
-	const block = 64 << 10
-	for off := 0; off < len(x); off += block {
-		end := min(off+block, len(x))
-		if bytes.Equal(x[off:end], y[off:end]) {
-			continue
-		}
-		for i := off; i < end; i++ {
-			if x[i] != y[i] {
-				return i
-			}
-		}
-	}
-	return -1
 }
 
 type readResult struct {

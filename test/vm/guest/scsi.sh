@@ -304,6 +304,15 @@ scenario_scsi_page_cache() {
 	count_scsi_cmds "$out"
 }
 
+# expect_interrupted_by_xcopy: the interrupted copy's JSON (/tmp/out,
+# from interrupt_check) names the scsi-xcopy path.
+expect_interrupted_by_xcopy() {
+	case $(cat /tmp/out) in
+	*'"offload_path":"scsi-xcopy"'* | *'"offload_path": "scsi-xcopy"'*) ;;
+	*) fail "the interrupted copy did not run by scsi-xcopy: $(cat /tmp/out)" ;;
+	esac
+}
+
 # SIGTERM during an EXTENDED COPY on the throttled LU: exit 130, and the
 # printed resume command finishes the copy.
 scenario_scsi_interrupt() {
@@ -311,10 +320,7 @@ scenario_scsi_interrupt() {
 	interrupt_check "$S4" $((32 * MiB)) "$S4" $((2 * MiB)) $((16 * MiB))
 	count_scsi_cmds "$(cat /tmp/out)"
 	count_scsi_cmds "$out" # the resume's
-	case $(cat /tmp/out) in
-	*'"offload_path":"scsi-xcopy"'* | *'"offload_path": "scsi-xcopy"'*) ;;
-	*) fail "the interrupted copy did not run by scsi-xcopy: $(cat /tmp/out)" ;;
-	esac
+	expect_interrupted_by_xcopy
 }
 
 # The same with --state: the same command run again resumes from the
@@ -324,10 +330,7 @@ scenario_scsi_interrupt_state() {
 	interrupt_check "$S4" $((32 * MiB)) "$S4" $((2 * MiB)) $((24 * MiB)) /tmp/scsi-interrupt.state
 	count_scsi_cmds "$(cat /tmp/out)"
 	count_scsi_cmds "$out" # the rerun's
-	case $(cat /tmp/out) in
-	*'"offload_path":"scsi-xcopy"'* | *'"offload_path": "scsi-xcopy"'*) ;;
-	*) fail "the interrupted copy did not run by scsi-xcopy: $(cat /tmp/out)" ;;
-	esac
+	expect_interrupted_by_xcopy
 }
 
 run_scsi() {
