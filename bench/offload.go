@@ -102,6 +102,10 @@ type offloadKernel struct {
 	tools           []string
 	path            string // the offload_path blkcopy must report
 	reference       string // the tool the offload is held against besides onload
+	// transport "tcp": each namespace is exported by the guest's NVMe
+	// target over TCP on its loopback interface and the copies run on
+	// the host side of that connection, as across a storage network.
+	transport string
 }
 
 // Guest tools, in the order each round runs them.
@@ -262,6 +266,14 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		}
 		return offloadKernel{key: key, label: "seed kernel (copy offload series + fixes)", kernel: path,
 			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr"}, ""
+	case "seed-tcp":
+		path := vm.SeedNetKernel()
+		if _, err := os.Stat(path); err != nil {
+			return offloadKernel{}, fmt.Sprintf("seed-tcp skipped: no %s; build it with test/vm/seed-net.sh "+
+				"(after ../shared/seed-kernel/build.sh; about 10 minutes once on 2 cores)", path)
+		}
+		return offloadKernel{key: key, label: "seed kernel with NVMe/TCP (namespaces over TCP on the guest's loopback)", kernel: path,
+			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr", transport: "tcp"}, ""
 	case "debian":
 		kernel, modules, err := vm.DebianKernel(filepath.Join(root, "test", "vm", "fetch.sh"))
 		if err != nil {
@@ -277,7 +289,7 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		}
 		return k, ""
 	}
-	return offloadKernel{}, fmt.Sprintf("unknown kernel %q skipped (want seed or debian)", key)
+	return offloadKernel{}, fmt.Sprintf("unknown kernel %q skipped (want seed, seed-tcp or debian)", key)
 }
 
 const nvmeCLI = "/usr/sbin/nvme"
@@ -365,14 +377,14 @@ func (b *bench) offloadVM(root, work string, k offloadKernel, bins map[string]st
 		return nil, err
 	}
 	if contains(k.tools, "nvme") {
-		if err := addDynamic(rd, nvmeCLI); err != nil {
+		if err := rd.AddDynamic(nvmeCLI); err != nil {
 			return nil, err
 		}
 	}
 
 	var env strings.Builder
-	fmt.Fprintf(&env, "KERNEL_KIND=%s\nSIZE=%d\nRUNS=%d\nWARMUP=%d\nTOOLS='%s'\nMARK='bench-m %d'\n",
-		k.key, cfg.size, cfg.runs, cfg.warmup, strings.Join(k.tools, " "), markerNSID)
+	fmt.Fprintf(&env, "KERNEL_KIND=%s\nSIZE=%d\nRUNS=%d\nWARMUP=%d\nTOOLS='%s'\nMARK='bench-m %d'\nTRANSPORT=%s\n",
+		k.key, cfg.size, cfg.runs, cfg.warmup, strings.Join(k.tools, " "), markerNSID, k.transport)
 	zeros := md5.Sum(make([]byte, 1<<20))
 	fmt.Fprintf(&env, "TAIL_MD5=%s\n", hex.EncodeToString(zeros[:]))
 	var shapeIDs []string
@@ -549,33 +561,6 @@ func addModules(rd *vm.Initramfs, dir string) error {
 		fmt.Fprintf(&order, "%s.ko\n", m.Name)
 	}
 	rd.AddFile("modules/order", 0o644, []byte(order.String()))
-	return nil
-}
-
-// addDynamic adds a dynamically linked program with the shared libraries
-// ldd names and the dynamic loader, each at its host path.
-func addDynamic(rd *vm.Initramfs, prog string) error {
-	out, err := exec.Command("ldd", prog).Output()
-	if err != nil {
-		return fmt.Errorf("ldd %s: %w", prog, err)
-	}
-	files := []string{prog}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-			files = append(files, f[2])
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			files = append(files, f[0]) // the loader
-		}
-	}
-	for _, p := range files {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rd.AddFile(p, 0o755, data)
-	}
 	return nil
 }
 

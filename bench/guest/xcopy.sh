@@ -1,8 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of the SCSI EXTENDED COPY benchmark's VM (go run ./bench --xcopy):
 # load the modules, set up the Linux SCSI target (LIO) through configfs
-# and export its LUs to this guest by tcm_loop (test/vm/guest/scsi.sh's
-# helpers), then for each case copy SIZE bytes with every tool in turn,
+# and export its LUs to this guest by tcm_loop and by iSCSI over the
+# loopback interface (test/vm/guest/scsi.sh's helpers), then for each case copy SIZE bytes with every tool in turn,
 # round after round, and report each copy on the console:
 #
 #   BENCH INFO key=value ...
@@ -46,20 +46,24 @@ lio_backstore iblock_0 lu0 "udev_path=$L" 5ca1ab1e0000 || echo "BENCH FAIL ibloc
 lio_backstore iblock_1 lu1 "udev_path=$M" 5ca1ab1e0001 || echo "BENCH FAIL iblock over $M"
 lio_backstore fileio_2 lu2 "fd_dev_name=/tmp/lu2.img,fd_dev_size=$((3 * SIZE))" 5ca1ab1e0002 || echo "BENCH FAIL fileio"
 lio_lun 0 iblock_0 lu0 && lio_lun 1 iblock_1 lu1 && lio_lun 2 fileio_2 lu2 || echo "BENCH FAIL LUN links"
-i=0
-while ! { S0=$(sd_of_lun 0) && S1=$(sd_of_lun 1) && S2=$(sd_of_lun 2); } && [ $i -lt 200 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
-mdev -s
-echo "BENCH INFO kernel=$(uname -r) iblock=$S0,$S1 fileio=$S2 sg=$(ls /sys/class/scsi_generic 2>&1 | tr '\n' ,) dev_sg=$(ls /dev/sg* 2>&1 | tr '\n' ,)"
+wait_luns S0:0 S1:1 S2:2 || echo "BENCH FAIL the tcm_loop LUNs did not appear: $(ls /sys/block | tr '\n' ' ')"
+# The two iblock LUs again, as LUNs 10 and 11 of an iSCSI target on the
+# loopback interface.
+{ lio_iscsi_target && lio_lun 10 iblock_0 lu0 "$ISCSI_TPG" && lio_lun 11 iblock_1 lu1 "$ISCSI_TPG" && iscsi_login >/tmp/iscsi.log 2>&1; } ||
+	echo "BENCH FAIL iSCSI target and login: $(tr '\n' ' ' </tmp/iscsi.log)"
+wait_luns I0:10 I1:11 || echo "BENCH FAIL the iSCSI LUNs did not appear: $(ls /sys/block | tr '\n' ' ')"
+echo "BENCH INFO kernel=$(uname -r) iblock=$S0,$S1 fileio=$S2 iscsi=$I0,$I1 sg=$(ls /sys/class/scsi_generic 2>&1 | tr '\n' ,) dev_sg=$(ls /dev/sg* 2>&1 | tr '\n' ,)"
 blkcopy limits "$S0" | sed 's/^/limits: /'
 # The fileio LU's source: the same bytes as the iblock LU's.
 blkcopy "$S0" "$S2" --len "$SIZE" --mode onload --progress never --quiet || echo "BENCH FAIL filling $S2"
 
 # The cases: name, source, destination, destination offset (the source
-# range is always [0, SIZE)).
-CASES="iblock_same:$S0:$S0:$SIZE iblock_across:$S0:$S1:0 fileio_same:$S2:$S2:$SIZE"
+# range is always [0, SIZE)), and the disks that zero and check the source
+# and destination LUs: for the iSCSI cases their tcm_loop disks, so that
+# preparing and checking a copy does not cost two trips over iSCSI (all
+# of it O_DIRECT: no page cache to disagree).
+CASES="iblock_same:$S0:$S0:$SIZE:$S0:$S0 iblock_across:$S0:$S1:0:$S0:$S1 fileio_same:$S2:$S2:$SIZE:$S2:$S2
+iscsi_same:$I0:$I0:$SIZE:$S0:$S0 iscsi_across:$I0:$I1:0:$S0:$S1"
 
 # sg_of DEV prints the sg node of an sd disk (sg_xcopy and ddpt address
 # LUs by their SCSI generic nodes).
@@ -71,7 +75,7 @@ sg_of() {
 }
 
 copy_once() {
-	c=$1 tool=$2 round=$3 src=$4 dst=$5 doff=$6
+	c=$1 tool=$2 round=$3 src=$4 dst=$5 doff=$6 dchk=$7
 	n=$((SIZE / 512))
 	sgsrc=$(sg_of "$src") sgdst=$(sg_of "$dst")
 	case $tool in
@@ -83,13 +87,13 @@ copy_once() {
 	sg_xcopy) set -- sg_xcopy if="$sgsrc" of="$sgdst" bs=512 bpt=$BPT count=$n skip=0 seek=$((doff / 512)) ;;
 	ddpt) set -- ddpt if="$sgsrc" of="$sgdst" bs=512 bpt=$BPT count=$n skip=0 seek=$((doff / 512)) oflag=xcopy ;;
 	esac
-	vmhelper zero "$dst" "$doff" "$SIZE" || echo "BENCH FAIL zero $dst $doff+$SIZE"
+	vmhelper zero "$dchk" "$doff" "$SIZE" || echo "BENCH FAIL zero $dchk $doff+$SIZE"
 	rd0=$(awk '{print $3}' "/sys/block/${dst##*/}/stat")
 	vmhelper time -o /tmp/m -stat "${src##*/}" -- "$@" >/tmp/out 2>/tmp/err
 	rc=$?
 	rd1=$(awk '{print $3}' "/sys/block/${dst##*/}/stat")
 	ok=0
-	[ "$(vmhelper sum "$dst" "$doff" "$SIZE")" = "$SRC_MD5" ] && ok=1
+	[ "$(vmhelper sum "$dchk" "$doff" "$SIZE")" = "$SRC_MD5" ] && ok=1
 	dst_rd=0
 	[ "$src" != "$dst" ] && dst_rd=$((rd1 - rd0))
 	echo "BENCH COPY case=$c tool=$tool round=$round rc=$rc sum=$ok dst_rd_sectors=$dst_rd $(cat /tmp/m 2>/dev/null)"
@@ -100,13 +104,13 @@ copy_once() {
 round=0
 while [ $round -lt $((WARMUP + RUNS)) ]; do
 	for cs in $CASES; do
-		IFS=: read -r c src dst doff <<EOC
+		IFS=: read -r c src dst doff schk dchk <<EOC
 $cs
 EOC
 		for tool in $TOOLS; do
-			copy_once "$c" "$tool" "$round" "$src" "$dst" "$doff"
+			copy_once "$c" "$tool" "$round" "$src" "$dst" "$doff" "$dchk"
 		done
-		[ "$(vmhelper sum "$src" 0 "$SIZE")" = "$SRC_MD5" ] || echo "BENCH FAIL $c round $round: the source range changed"
+		[ "$(vmhelper sum "$schk" 0 "$SIZE")" = "$SRC_MD5" ] || echo "BENCH FAIL $c round $round: the source range changed"
 	done
 	round=$((round + 1))
 done

@@ -79,7 +79,7 @@ set when offload was stopped during the run (copy_file_range failed, or the read
 the offload path that copied: \fBcopy_file_range\fR (the kernel's copy offload between block devices, or between regular files), or empty when none served this pair.
 .TP
 .B offload_requests
-system calls or device commands the offload path issued (the first, the canary, is one device command of at most 1 MiB and is read back; later ones carry many).
+system calls or device commands the offload path issued (the first, the canary, is one device command of at most 64 KiB and is read back; later ones carry many).
 .TP
 .B duration_ns, bytes_per_second
 timing.

@@ -130,13 +130,15 @@ func TestOffloadFailuresFallBackOrStop(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src, dst, data := fixture(t, 1<<20, 1<<20)
 			real := offload.Copy
+			var failedAt int64
 			withOffloadCopy(t, func(ctx context.Context, d, s *os.File, dOff, sOff, n int64, p func(int64)) (int64, error) {
-				// Copy half for real, then fail: the rest must resume at
-				// the exact byte reached.
+				// Copy half of the first call (the canary) for real, then
+				// fail: the rest must resume at the exact byte reached.
 				half := n / 2
 				if _, err := real(ctx, d, s, dOff, sOff, half, p); err != nil {
 					return 0, err
 				}
+				failedAt = sOff + half
 				return half, &offload.Error{Op: "copy_file_range", Path: s.Name() + " -> " + d.Name(), Offset: sOff + half, Err: tt.errno}
 			})
 			sum, err := Run(context.Background(), Request{Src: src, Dst: dst, Mode: tt.mode, Len: 1 << 20, LenSet: true})
@@ -149,8 +151,9 @@ func TestOffloadFailuresFallBackOrStop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.fellBack && (sum.OnloadedBytes != 1<<19 || sum.OffloadedBytes != 1<<19 || sum.OffloadDisabledReason == "") {
-				t.Errorf("offloaded %d onloaded %d reason %q; want half each and a reason", sum.OffloadedBytes, sum.OnloadedBytes, sum.OffloadDisabledReason)
+			if tt.fellBack && (failedAt == 0 || sum.OffloadedBytes != failedAt || sum.OnloadedBytes != 1<<20-failedAt || sum.OffloadDisabledReason == "") {
+				t.Errorf("offloaded %d onloaded %d reason %q; want %d offloaded (where the call failed), the rest onloaded, and a reason",
+					sum.OffloadedBytes, sum.OnloadedBytes, sum.OffloadDisabledReason, failedAt)
 			}
 			checkDest(t, dst, 0, data)
 		})

@@ -101,10 +101,10 @@ func TestCanaryFor(t *testing.T) {
 		want        int64
 	}{
 		{"a small unit is the canary", 64 << 10, 512, 64 << 10},
-		{"a large unit is capped at 1 MiB", 8 << 20, 512, 1 << 20},
-		{"capped in whole blocks", 256 << 20, 3 * 4096, (1 << 20) / (3 * 4096) * 3 * 4096},
+		{"a large unit is capped at 64 KiB", 8 << 20, 512, 64 << 10},
+		{"capped in whole blocks", 256 << 20, 3 * 4096, 5 * 3 * 4096},
 		{"never below one block", 512, 4096, 4096},
-		{"files (align 1)", 1 << 30, 1, 1 << 20},
+		{"files (align 1)", 1 << 30, 1, 64 << 10},
 	}
 	for _, tt := range tests {
 		if got := CanaryFor(tt.unit, tt.align); got != tt.want {

@@ -149,7 +149,7 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 	if inFlight <= 0 {
 		inFlight = DefaultInFlight
 	}
-	// The canary reads back one range (1 MiB at most): a status of success
+	// The canary reads back one range (64 KiB at most): a status of success
 	// is the device's word, but blkcopy has met copy paths that reported
 	// success and moved nothing.
 	s.lim = copypath.Limits{Unit: unit, Align: lba, Request: request, InFlight: inFlight, Canary: copypath.CanaryFor(unit, lba)}

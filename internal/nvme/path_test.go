@@ -120,22 +120,22 @@ func TestOpenLimits(t *testing.T) {
 	}{
 		{"rig: mssrl=128,mcl=2048,msrc=127, 4 KiB blocks: 8 commands of 16 ranges a call", Path{}, 4096,
 			idNs(1<<20, 12, 128, 2048, 127),
-			copypath.Limits{Unit: 512 * kib, Align: 4096, Request: 64 * mib, Command: 8 * mib, InFlight: 4, Canary: 512 * kib}},
+			copypath.Limits{Unit: 512 * kib, Align: 4096, Request: 64 * mib, Command: 8 * mib, InFlight: 4, Canary: 64 * kib}},
 		{"QEMU defaults, 512-byte blocks: one range per command", Path{}, 512,
 			idNs(8<<20, 9, 128, 128, 127),
 			copypath.Limits{Unit: 64 * kib, Align: 512, Request: 64 * mib, InFlight: 4, Canary: 64 * kib}},
 		{"a command of 3 ranges does not divide the request: whole commands", Path{}, 4096,
 			idNs(1<<20, 12, 100, 300, 2),
-			copypath.Limits{Unit: 400 * kib, Align: 4096, Request: 54 * 1200 * kib, Command: 1200 * kib, InFlight: 4, Canary: 400 * kib}},
+			copypath.Limits{Unit: 400 * kib, Align: 4096, Request: 54 * 1200 * kib, Command: 1200 * kib, InFlight: 4, Canary: 64 * kib}},
 		{"huge MCL: whole ranges", Path{}, 4096,
 			idNs(1<<20, 12, 4096, 1<<30, 255),
-			copypath.Limits{Unit: 16 * mib, Align: 4096, Request: 64 * mib, InFlight: 4, Canary: 1 * mib}},
+			copypath.Limits{Unit: 16 * mib, Align: 4096, Request: 64 * mib, InFlight: 4, Canary: 64 * kib}},
 		{"a range beyond the cap: one range a call", Path{}, 4096,
 			idNs(1<<20, 12, 65535, 1<<30, 255),
-			copypath.Limits{Unit: 65535 * 4096, Align: 4096, Request: 65535 * 4096, InFlight: 4, Canary: 1 * mib}},
+			copypath.Limits{Unit: 65535 * 4096, Align: 4096, Request: 65535 * 4096, InFlight: 4, Canary: 64 * kib}},
 		{"settings", Path{Request: 16 * mib, InFlight: 2, Depth: 1}, 4096,
 			idNs(1<<20, 12, 128, 2048, 127),
-			copypath.Limits{Unit: 512 * kib, Align: 4096, Request: 16 * mib, Command: 8 * mib, InFlight: 2, Canary: 512 * kib}},
+			copypath.Limits{Unit: 512 * kib, Align: 4096, Request: 16 * mib, Command: 8 * mib, InFlight: 2, Canary: 64 * kib}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

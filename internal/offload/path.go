@@ -35,10 +35,7 @@ var (
 // Between regular files one call may be a reflink of a gigabyte or an
 // in-kernel copy at disk speed; a gigabyte keeps a call under a few
 // seconds and the canary reads back only the head of the first one.
-const (
-	fileRequest = 1 << 30
-	fileCanary  = 1 << 20
-)
+const fileRequest = 1 << 30
 
 // Path is the copy_file_range offload path: between block devices on a
 // kernel with the copy offload series (both opened O_DIRECT, the device
@@ -71,7 +68,7 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 		if req <= 0 {
 			req = fileRequest
 		}
-		s.lim = copypath.Limits{Unit: req, Align: 1, Request: req, InFlight: 1, Canary: min(req, fileCanary)}
+		s.lim = copypath.Limits{Unit: req, Align: 1, Request: req, InFlight: 1, Canary: min(req, copypath.CanaryMax)}
 		return s, nil
 	case src.Dev == nil || dst.Dev == nil:
 		return nil, copypath.Unavailablef("copy limits unknown (no sysfs entry for the device)")
@@ -90,7 +87,7 @@ func (p Path) Open(pair copypath.Pair) (copypath.Session, error) {
 		return nil, copypath.Unavailablef("offload limit of %d bytes is smaller than the %d-byte block size", src.Dev.Copy.MaxBytes, align)
 	}
 	req := max(blockRequest/unit, 1) * unit
-	// The canary reads back one unit (1 MiB at most): one device command,
+	// The canary reads back one unit (64 KiB at most): one device command,
 	// cheap to compare, and enough to catch a kernel whose every command
 	// fails silently.
 	s.lim = copypath.Limits{Unit: unit, Align: align, Request: req, InFlight: blockInFlight, Canary: copypath.CanaryFor(unit, align)}

@@ -10,7 +10,7 @@ import (
 
 // The limits handed to the copier for block devices: calls of up to
 // 128 MiB in whole copy_max_bytes units (at least one), two at once, a
-// canary of one unit capped at 1 MiB.
+// canary of one unit capped at 64 KiB.
 func TestOpenBlockLimits(t *testing.T) {
 	const kib, mib = 1 << 10, 1 << 20
 	tests := []struct {
@@ -23,15 +23,15 @@ func TestOpenBlockLimits(t *testing.T) {
 		{"64 KiB units (seed kernel, mssrl=128): 2048 a call", 64 * kib, 512,
 			copypath.Limits{Unit: 64 * kib, Align: 512, Request: 128 * mib, InFlight: 2, Canary: 64 * kib}, ""},
 		{"1 MiB units: 128 a call", 1 * mib, 512,
-			copypath.Limits{Unit: 1 * mib, Align: 512, Request: 128 * mib, InFlight: 2, Canary: 1 * mib}, ""},
+			copypath.Limits{Unit: 1 * mib, Align: 512, Request: 128 * mib, InFlight: 2, Canary: 64 * kib}, ""},
 		{"8 MiB units: 16 a call", 8 * mib, 512,
-			copypath.Limits{Unit: 8 * mib, Align: 512, Request: 128 * mib, InFlight: 2, Canary: 1 * mib}, ""},
+			copypath.Limits{Unit: 8 * mib, Align: 512, Request: 128 * mib, InFlight: 2, Canary: 64 * kib}, ""},
 		{"32 MiB - 512 units: capped at 128 MiB in whole units", 32*mib - 512, 512,
-			copypath.Limits{Unit: 32*mib - 512, Align: 512, Request: 4 * (32*mib - 512), InFlight: 2, Canary: 1 * mib}, ""},
+			copypath.Limits{Unit: 32*mib - 512, Align: 512, Request: 4 * (32*mib - 512), InFlight: 2, Canary: 64 * kib}, ""},
 		{"a unit beyond the cap: one unit a call", 256 * mib, 4096,
-			copypath.Limits{Unit: 256 * mib, Align: 4096, Request: 256 * mib, InFlight: 2, Canary: 1 * mib}, ""},
+			copypath.Limits{Unit: 256 * mib, Align: 4096, Request: 256 * mib, InFlight: 2, Canary: 64 * kib}, ""},
 		{"a limit that is not whole blocks is rounded down", 96*kib + 512, 4096,
-			copypath.Limits{Unit: 96 * kib, Align: 4096, Request: 1365 * 96 * kib, InFlight: 2, Canary: 96 * kib}, ""},
+			copypath.Limits{Unit: 96 * kib, Align: 4096, Request: 1365 * 96 * kib, InFlight: 2, Canary: 64 * kib}, ""},
 		{"a limit below one block", 2048, 4096, copypath.Limits{}, "smaller than the 4096-byte block size"},
 	}
 	for _, tt := range tests {

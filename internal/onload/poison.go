@@ -17,7 +17,7 @@ import (
 //
 // The returned Canary keeps the source bytes it read, so that its Check
 // reads only the destination back: the canary is in every offloaded
-// copy's time. In the VM rig (SCSI EXTENDED COPY, a 1 MiB canary, TCG,
+// copy's time. In the VM rig (SCSI EXTENDED COPY, a 1 MiB canary then, TCG,
 // 2026-11-28) it took 68-96 ms when the check read both sides back into
 // four fresh buffers and the complement ran byte by byte, 37-67 ms so.
 func Poison(dst, src Endpoint, dstOff, srcOff, n int64) (*Canary, error) {

@@ -181,8 +181,8 @@ func TestCopyWithinOneLUThroughPartitions(t *testing.T) {
 	dst := endpoint(p2, "sda", true, 200*mib, 100*mib)
 	s := openPair(t, src, dst)
 	lim := s.Limits()
-	if lim.Unit != 8*mib || lim.Align != 512 || lim.Canary != mib || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
-		t.Errorf("limits %+v; want 8 MiB units, a 1 MiB canary, 124 MiB requests (four 31 MiB segments)", lim)
+	if lim.Unit != 8*mib || lim.Align != 512 || lim.Canary != 64<<10 || lim.Request != 124*mib || lim.InFlight != DefaultInFlight {
+		t.Errorf("limits %+v; want 8 MiB units, a 64 KiB canary, 124 MiB requests (four 31 MiB segments)", lim)
 	}
 	if lim.Command != 31*mib {
 		t.Errorf("Command = %d, want one 31 MiB segment: requests past one command are whole commands", lim.Command)

@@ -12,7 +12,7 @@
 set -eu
 
 cache=${BLKCOPY_VM_CACHE:-$HOME/.cache/blkcopy-vm}
-packages="qemu-system-x86 busybox-static"
+packages="qemu-system-x86 busybox-static open-iscsi"
 
 log() { echo "fetch.sh: $*" >&2; }
 

@@ -55,6 +55,35 @@ func (r *Initramfs) AddDir(name string) {
 	r.add(cpioEntry{name: name, mode: modeDir | 0o755})
 }
 
+// AddDynamic adds a dynamically linked program at its own path with the
+// shared libraries ldd(1) names, at theirs, and the loader: enough for a
+// guest with no libc to run it, given LD_LIBRARY_PATH (the guest has no
+// ld.so.cache to find the multiarch directories by).
+func (r *Initramfs) AddDynamic(prog string) error {
+	out, err := exec.Command("ldd", prog).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %w", prog, err)
+	}
+	files := []string{prog}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			files = append(files, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			files = append(files, f[0]) // the loader
+		}
+	}
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("%s for %s: %w", p, prog, err)
+		}
+		r.AddFile(p, 0o755, data)
+	}
+	return nil
+}
+
 func (r *Initramfs) addParents(name string) {
 	dir := filepath.Dir(strings.TrimPrefix(name, "/"))
 	if dir == "." {

@@ -3,9 +3,11 @@ package vm
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -130,5 +132,39 @@ func TestModuleOrderLoadsDependenciesFirst(t *testing.T) {
 	}
 	if _, err := ModuleOrder(dir, []string{"no_such_module"}); err == nil {
 		t.Error("ModuleOrder accepted a module that does not exist")
+	}
+}
+
+// A dynamically linked program arrives with its libraries and the loader,
+// each at its host path, so the guest's loader finds them there.
+func TestAddDynamicBringsLibraries(t *testing.T) {
+	prog, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skip("no ls on this host:", err)
+	}
+	var rd Initramfs
+	if err := rd.AddDynamic(prog); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := rd.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var haveProg, haveLibc, haveLoader bool
+	for _, e := range cpioEntries(t, buf.Bytes()) {
+		if e.mode&modeFile == 0 || e.mode&modeDir == modeDir {
+			continue
+		}
+		switch name := "/" + e.name; {
+		case name == prog:
+			haveProg = true
+		case strings.HasSuffix(name, "/libc.so.6"):
+			haveLibc = true
+		case strings.Contains(name, "/ld-linux"):
+			haveLoader = true
+		}
+	}
+	if !haveProg || !haveLibc || !haveLoader {
+		t.Errorf("archive for %s: program %v, libc %v, loader %v; want all three", prog, haveProg, haveLibc, haveLoader)
 	}
 }

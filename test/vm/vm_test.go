@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/blkcopy/blkcopy/internal/copypath"
 )
 
 // The guest's disks. Each NVMe namespace gets its own fresh raw image and
@@ -80,9 +82,9 @@ const (
 	hostReadLen = 24 * mib
 	// hostReadCanary is what the canary reads of the source (once, to
 	// poison the destination with its complement; the read-back reads
-	// only the destination): one unit, at most MSSRL blocks of B or
-	// copy_max_bytes (the same here).
-	hostReadCanary = 256 * 512
+	// only the destination): one unit (MSSRL blocks of B or
+	// copy_max_bytes: 128 KiB here), capped at 64 KiB.
+	hostReadCanary = copypath.CanaryMax
 )
 
 // The sparse_restore scenario restores an image of sparseLen bytes onto
@@ -99,10 +101,16 @@ func blkdebugRule(event string, offset int64) string {
 
 // Modules the scenarios need; their dependencies come along.
 // The SCSI ones: the Linux SCSI target (LIO) with its block and file
-// backstores, tcm_loop to export its LUs to the guest itself, and the sd
-// driver to see them.
+// backstores, tcm_loop and iSCSI (iscsi_target_mod) to export its LUs to
+// the guest itself, the iSCSI initiator (iscsi_tcp, which needs crc32c),
+// and the sd driver to see them.
 var guestModules = []string{"nvme", "null_blk", "loop", "crc32c_generic", "ext4",
-	"configfs", "target_core_iblock", "target_core_file", "tcm_loop", "sd_mod"}
+	"configfs", "target_core_iblock", "target_core_file", "tcm_loop",
+	"iscsi_target_mod", "iscsi_tcp", "sd_mod"}
+
+// iscsistart is open-iscsi's one-shot login (the daemonless one initramfs
+// boots use), for the iSCSI scenario.
+const iscsistart = "/usr/sbin/iscsistart"
 
 var moduleParams = map[string]string{
 	// One 1 GiB device with 4096-byte blocks for `blkcopy limits`.
@@ -212,6 +220,13 @@ func writeGuestInitramfs(t *testing.T, path string, k guestKernel, bins map[stri
 		rd.AddFile(name, 0o644, []byte(files[name]))
 	}
 	addModules(t, rd, k.modules)
+	if k.modules != "" {
+		// Only a kernel with modules has LIO here (the seed kernels are
+		// built without it).
+		if err := rd.AddDynamic(iscsistart); err != nil {
+			t.Logf("no iSCSI initiator for the guest (%v): the iSCSI scenario is left out; test/vm/fetch.sh packages installs open-iscsi", err)
+		}
+	}
 	writeInitramfs(t, rd, path)
 }
 
