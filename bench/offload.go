@@ -102,10 +102,6 @@ type offloadKernel struct {
 	tools           []string
 	path            string // the offload_path blkcopy must report
 	reference       string // the tool the offload is held against besides onload
-	// transport "tcp": each namespace is exported by the guest's NVMe
-	// target over TCP on its loopback interface and the copies run on
-	// the host side of that connection, as across a storage network.
-	transport string
 }
 
 // Guest tools, in the order each round runs them.
@@ -266,14 +262,6 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		}
 		return offloadKernel{key: key, label: "seed kernel (copy offload series + fixes)", kernel: path,
 			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr"}, ""
-	case "seed-tcp":
-		path := vm.SeedNetKernel()
-		if _, err := os.Stat(path); err != nil {
-			return offloadKernel{}, fmt.Sprintf("seed-tcp skipped: no %s; build it with test/vm/seed-net.sh "+
-				"(after ../shared/seed-kernel/build.sh; about 10 minutes once on 2 cores)", path)
-		}
-		return offloadKernel{key: key, label: "seed kernel with NVMe/TCP (namespaces over TCP on the guest's loopback)", kernel: path,
-			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr", transport: "tcp"}, ""
 	case "debian":
 		kernel, modules, err := vm.DebianKernel(filepath.Join(root, "test", "vm", "fetch.sh"))
 		if err != nil {
@@ -289,7 +277,7 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		}
 		return k, ""
 	}
-	return offloadKernel{}, fmt.Sprintf("unknown kernel %q skipped (want seed, seed-tcp or debian)", key)
+	return offloadKernel{}, fmt.Sprintf("unknown kernel %q skipped (want seed or debian)", key)
 }
 
 const nvmeCLI = "/usr/sbin/nvme"
@@ -383,8 +371,8 @@ func (b *bench) offloadVM(root, work string, k offloadKernel, bins map[string]st
 	}
 
 	var env strings.Builder
-	fmt.Fprintf(&env, "KERNEL_KIND=%s\nSIZE=%d\nRUNS=%d\nWARMUP=%d\nTOOLS='%s'\nMARK='bench-m %d'\nTRANSPORT=%s\n",
-		k.key, cfg.size, cfg.runs, cfg.warmup, strings.Join(k.tools, " "), markerNSID, k.transport)
+	fmt.Fprintf(&env, "KERNEL_KIND=%s\nSIZE=%d\nRUNS=%d\nWARMUP=%d\nTOOLS='%s'\nMARK='bench-m %d'\n",
+		k.key, cfg.size, cfg.runs, cfg.warmup, strings.Join(k.tools, " "), markerNSID)
 	zeros := md5.Sum(make([]byte, 1<<20))
 	fmt.Fprintf(&env, "TAIL_MD5=%s\n", hex.EncodeToString(zeros[:]))
 	var shapeIDs []string
