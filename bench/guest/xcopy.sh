@@ -2,8 +2,8 @@
 # PID 1 of the SCSI EXTENDED COPY benchmark's VM (go run ./bench --xcopy):
 # load the modules, set up the Linux SCSI target (LIO) through configfs
 # and export its LUs to this guest by tcm_loop and by iSCSI over the
-# loopback interface (test/vm/guest/scsi.sh's helpers), then for each case copy SIZE bytes with every tool in turn,
-# round after round, and report each copy on the console:
+# loopback interface (test/vm/guest/scsi.sh's helpers), then for each
+# case copy SIZE bytes with every tool in turn, round after round, and report each copy on the console:
 #
 #   BENCH INFO key=value ...
 #   BENCH COPY case=C tool=T round=R rc=N sum=1|0 secs=... rd_sectors=... (vmhelper time)
@@ -49,9 +49,7 @@ lio_lun 0 iblock_0 lu0 && lio_lun 1 iblock_1 lu1 && lio_lun 2 fileio_2 lu2 || ec
 wait_luns S0:0 S1:1 S2:2 || echo "BENCH FAIL the tcm_loop LUNs did not appear: $(ls /sys/block | tr '\n' ' ')"
 # The two iblock LUs again, as LUNs 10 and 11 of an iSCSI target on the
 # loopback interface.
-{ lio_iscsi_target && lio_lun 10 iblock_0 lu0 "$ISCSI_TPG" && lio_lun 11 iblock_1 lu1 "$ISCSI_TPG" && iscsi_login >/tmp/iscsi.log 2>&1; } ||
-	echo "BENCH FAIL iSCSI target and login: $(tr '\n' ' ' </tmp/iscsi.log)"
-wait_luns I0:10 I1:11 || echo "BENCH FAIL the iSCSI LUNs did not appear: $(ls /sys/block | tr '\n' ' ')"
+iscsi_lus || echo "BENCH FAIL $ISCSI_ERR"
 echo "BENCH INFO kernel=$(uname -r) iblock=$S0,$S1 fileio=$S2 iscsi=$I0,$I1 sg=$(ls /sys/class/scsi_generic 2>&1 | tr '\n' ,) dev_sg=$(ls /dev/sg* 2>&1 | tr '\n' ,)"
 blkcopy limits "$S0" | sed 's/^/limits: /'
 # The fileio LU's source: the same bytes as the iblock LU's.

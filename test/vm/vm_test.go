@@ -351,6 +351,7 @@ func guestEnv(kind string, ds []disk) string {
 	fmt.Fprintf(&b, "ERR_READ_OFFSET=%d\nERR_WRITE_OFFSET=%d\n", errReadOffset, errWriteOffset)
 	fmt.Fprintf(&b, "HOSTREAD_SRC=%d\nHOSTREAD_DST=%d\nHOSTREAD_LEN=%d\n", hostReadSrc, hostReadDst, hostReadLen)
 	fmt.Fprintf(&b, "SPARSE_DST=%d\nSPARSE_LEN=%d\n", sparseDst, sparseLen)
+	fmt.Fprintf(&b, "CANARY_MAX=%d\n", copypath.CanaryMax)
 	return b.String()
 }
 

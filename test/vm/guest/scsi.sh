@@ -92,6 +92,21 @@ lio_iscsi_target() {
 		echo 0 >"$ISCSI_TPG/attrib/demo_mode_write_protect"
 }
 
+# iscsi_lus: LUs 0 and 1 (iblock_0/lu0, iblock_1/lu1) again as LUNs 10 and
+# 11 of the iSCSI target, logged in; sets I0 and I1 to their sd disks, or
+# ISCSI_ERR to why not (run it in this shell, not in $(...): it sets them).
+iscsi_lus() {
+	{ lio_iscsi_target && lio_lun 10 iblock_0 lu0 "$ISCSI_TPG" && lio_lun 11 iblock_1 lu1 "$ISCSI_TPG" &&
+		iscsi_login >/tmp/iscsi.log 2>&1; } || {
+		ISCSI_ERR="iSCSI target on 127.0.0.1 and login: $(tr '\n' ' ' </tmp/iscsi.log 2>/dev/null)"
+		return 1
+	}
+	wait_luns I0:10 I1:11 || {
+		ISCSI_ERR="the iSCSI LUNs did not appear as sd disks: $(ls /sys/block | tr '\n' ' ')"
+		return 1
+	}
+}
+
 # iscsi_login: enable the target's portal group and log in to it; its LUs
 # appear as sd disks of a new SCSI host.
 iscsi_login() {
@@ -337,10 +352,11 @@ scsi_host_reads() {
 		read_bytes=$(((r1 - r0) * 512))
 		[ "$src" != "$dst" ] && read_bytes=$((read_bytes + (w1 - w0) * 512))
 		echo "VMTEST INFO scsi_initiator_reads ${src##*/}->${dst##*/}: $read_bytes bytes read by the host while copying $len ($(echo "$out" | json_field offload_requests) EXTENDED COPY commands)"
-		# The canary (64 KiB) costs 128 KiB of reads: the source, to poison
-		# the destination with its complement, and the destination read back.
-		if [ "$read_bytes" -ge $((128 * 1024 + len / 10)) ]; then
-			fail "the host read $read_bytes bytes of $src/$dst during an EXTENDED COPY of $len (want under the canary's 128 KiB + 10%)"
+		# The canary (CANARY_MAX, copypath.CanaryMax) costs twice itself in
+		# reads: the source, to poison the destination with its complement,
+		# and the destination read back.
+		if [ "$read_bytes" -ge $((2 * CANARY_MAX + len / 10)) ]; then
+			fail "the host read $read_bytes bytes of $src/$dst during an EXTENDED COPY of $len (want under the canary's $((2 * CANARY_MAX)) bytes + 10%)"
 		fi
 		expect_eq "destination checksum" "$want" "$(sum "$dst" "$doff" "$len")"
 	done
@@ -359,12 +375,8 @@ scenario_scsi_iscsi() {
 		echo "note: no iscsistart in the guest (the host lacks open-iscsi: test/vm/fetch.sh packages); the iSCSI scenario is left out"
 		return
 	fi
-	{ lio_iscsi_target && lio_lun 10 iblock_0 lu0 "$ISCSI_TPG" && lio_lun 11 iblock_1 lu1 "$ISCSI_TPG" && iscsi_login >/tmp/iscsi.log 2>&1; } || {
-		fail "iSCSI target on 127.0.0.1 and login: $(cat /tmp/iscsi.log)"
-		return
-	}
-	wait_luns I0:10 I1:11 || {
-		fail "the iSCSI LUNs did not appear as sd disks: $(ls /sys/block)"
+	iscsi_lus || {
+		fail "$ISCSI_ERR"
 		return
 	}
 	echo "iSCSI LUs: $I0 (LU 0), $I1 (LU 1), transport $(cat /sys/class/iscsi_session/session*/targetname 2>&1)"
