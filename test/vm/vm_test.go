@@ -137,6 +137,9 @@ func kernelCmdline() string {
 //	          every aligned same-disk copy is offloaded by the kernel
 //	faithful  the series as posted: copy_file_range reports success while
 //	          the device rejects every Copy; the canary must catch it
+//	fixed-tcp the fixed seed kernel with NVMe/TCP (test/vm/seed-tcp.sh): the
+//	          fabric scenarios alone, on a namespace exported by the
+//	          kernel's NVMe target over 127.0.0.1
 //	custom    BLKCOPY_VM_KERNEL: expectations follow its sysfs limits
 type guestKernel struct {
 	name, kind      string
@@ -158,7 +161,7 @@ func guestKernels(t *testing.T) []guestKernel {
 		t.Fatal(err)
 	}
 	ks := []guestKernel{{name: "debian", kind: "debian", kernel: kernel, modules: modules}}
-	for _, kind := range []string{"fixed", "faithful"} {
+	for _, kind := range []string{"fixed", "faithful", "fixed-tcp"} {
 		ks = append(ks, guestKernel{name: "seed-" + kind, kind: kind, kernel: filepath.Join(seed, "bzImage-"+kind)})
 	}
 	return ks
@@ -196,10 +199,14 @@ func rigSetup(t *testing.T) (qemu string, bins map[string][]byte) {
 // subtest when its image is not there.
 func requireKernel(t *testing.T, k guestKernel) {
 	if _, err := os.Stat(k.kernel); err != nil {
-		if os.Getenv("BLKCOPY_VM_REQUIRE_SEED") != "" {
-			t.Fatalf("kernel %s: %v (build it with ../shared/seed-kernel/build.sh)", k.kernel, err)
+		how := "../shared/seed-kernel/build.sh (about 9 minutes once)"
+		if k.kind == "fixed-tcp" {
+			how = "../shared/seed-kernel/build.sh, then test/vm/seed-tcp.sh (about 5 minutes once more)"
 		}
-		t.Skipf("no %s kernel at %s: build it with ../shared/seed-kernel/build.sh (about 9 minutes once)", k.name, k.kernel)
+		if os.Getenv("BLKCOPY_VM_REQUIRE_SEED") != "" {
+			t.Fatalf("kernel %s: %v (build it with %s)", k.kernel, err, how)
+		}
+		t.Skipf("no %s kernel at %s: build it with %s", k.name, k.kernel, how)
 	}
 }
 
@@ -267,6 +274,17 @@ func runVM(t *testing.T, qemu string, k guestKernel, bins map[string][]byte) {
 	}
 	if info["scsi_commands"] != "" {
 		t.Logf("blkcopy reported %s EXTENDED COPY commands to LIO", info["scsi_commands"])
+	}
+	if k.kind == "fixed-tcp" {
+		// The fabric scenarios alone: every Copy QEMU saw came from the
+		// NVMe target, which received blkcopy's over the link.
+		t.Run("nvme_copy_commands", func(t *testing.T) {
+			t.Logf("QEMU traced %d NVMe Copy commands from the NVMe target's copies", copies)
+			if copies == 0 {
+				t.Errorf("blkcopy's copies over NVMe/TCP sent no NVMe Copy command to the namespace behind the target")
+			}
+		})
+		return
 	}
 	if os.Getenv("BLKCOPY_VM_ONLY") != "" {
 		return

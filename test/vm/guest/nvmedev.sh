@@ -17,3 +17,20 @@ nvme_dev() {
 	done
 	return 1
 }
+
+# wait_nvme_dev SERIAL NSID: nvme_dev once the namespace has appeared and
+# mdev made its node (the driver scans namespaces after probe, or after a
+# fabrics connect, returns), for up to 20 s.
+wait_nvme_dev() {
+	i=0
+	while [ $i -lt 200 ]; do
+		mdev -s 2>/dev/null
+		if d=$(nvme_dev "$1" "$2") && [ -b "$d" ]; then
+			echo "$d"
+			return 0
+		fi
+		sleep 0.1
+		i=$((i + 1))
+	done
+	return 1
+}

@@ -68,7 +68,7 @@ report_kernel() {
 	echo "VMTEST INFO offload=$OFFLOAD"
 	case $KERNEL_KIND:$OFFLOAD in
 	debian:1) echo "VMTEST FAIL boot: Debian's kernel reports copy offload limits" ;;
-	fixed:0 | faithful:0) echo "VMTEST FAIL boot: the $KERNEL_KIND seed kernel reports no copy offload on $A" ;;
+	fixed:0 | faithful:0 | fixed-tcp:0) echo "VMTEST FAIL boot: the $KERNEL_KIND seed kernel reports no copy offload on $A" ;;
 	esac
 }
 
@@ -246,6 +246,10 @@ same_disk_offload() {
 }
 
 same_disk_path() {
+	if [ -n "${WANT_PATH:-}" ]; then
+		echo "$WANT_PATH"
+		return
+	fi
 	case $KERNEL_KIND in
 	fixed) echo copy_file_range ;;
 	debian) echo nvme ;;
@@ -256,19 +260,23 @@ same_disk_path() {
 # where the kernel (fixed) or NVMe passthrough (debian) offloads, exit 3
 # where the kernel lies (faithful).
 scenario_offload_mode() {
-	src=$((84 * MiB)) dst=$((96 * MiB)) len=$((2 * MiB))
-	random_fill "$A" "$src" "$len"
-	guard_set "$A" "$dst" "$len"
-	want=$(sum "$A" "$src" "$len")
-	out=$(blkcopy "$A" "$A" --src-offset $src --dst-offset $dst --len $len --mode offload --json --progress never 2>/tmp/err)
+	offload_mode_check "$A" $((84 * MiB)) $((96 * MiB)) $((2 * MiB))
+}
+
+offload_mode_check() { # offload_mode_check DEV SRC DST LEN
+	dev=$1 src=$2 dst=$3 len=$4
+	random_fill "$dev" "$src" "$len"
+	guard_set "$dev" "$dst" "$len"
+	want=$(sum "$dev" "$src" "$len")
+	out=$(blkcopy "$dev" "$dev" --src-offset "$src" --dst-offset "$dst" --len "$len" --mode offload --json --progress never 2>/tmp/err)
 	rc=$?
 	echo "exit $rc: $out $(cat /tmp/err)"
-	guard_check "$A" "$dst" "$len"
+	guard_check "$dev" "$dst" "$len"
 	count_cmds "$out"
 	case $KERNEL_KIND in
-	fixed | debian)
+	fixed | debian | fixed-tcp)
 		expect_eq "exit status" 0 "$rc"
-		expect_eq "destination checksum" "$want" "$(sum "$A" "$dst" "$len")"
+		expect_eq "destination checksum" "$want" "$(sum "$dev" "$dst" "$len")"
 		expect_eq "offloaded_bytes" "$len" "$(echo "$out" | json_field offloaded_bytes)"
 		;;
 	faithful) expect_eq "exit status (offload required but not working)" 3 "$rc" ;;
@@ -621,9 +629,64 @@ scenario_mounted_destination() {
 	umount /mnt
 }
 
+# The fabric scenarios (KERNEL_KIND fixed-tcp): namespace B exported by the
+# kernel's NVMe target over TCP on 127.0.0.1 and reached through nvme-tcp
+# as F, whose copy limits are the target's (65535 blocks per range, 256
+# ranges). A copy on F goes to the target as Copy commands, which it runs
+# on B with the backing namespace's own Copy commands.
+run_fabric() {
+	# shellcheck source=test/vm/guest/nvmet.sh
+	. /guest/nvmet.sh
+	F=$(nvmet_tcp_export "$B" fabric 4420) || {
+		echo "VMTEST FAIL fabric: exporting $B over NVMe/TCP failed: $(dmesg | tail -5)"
+		return
+	}
+	echo "fabric: $F is $B over NVMe/TCP; copy_max_bytes=$(sysfs_queue "$F" copy_max_bytes)"
+	scenario fabric/limits
+	scenario fabric/copy
+	scenario fabric/passthrough
+	scenario fabric/offload_mode
+}
+
+scenario_fabric_limits() {
+	out=$(blkcopy limits "$F" 2>&1)
+	echo "$out"
+	expect_eq "copy_max_bytes (MSSRL 65535 x 512 B)" 33553920 "$(sysfs_queue "$F" copy_max_bytes)"
+	echo "$out" | grep -q 'copy path: copy_file_range' || fail "limits does not name the copy_file_range path"
+	echo "$out" | grep -q 'MSSRL 65535 blocks' || fail "limits does not show the target's MSSRL"
+}
+
+# Through the kernel's copy offload: copy_file_range on F, Copy commands
+# over the link. The bytes must land on B, the namespace behind it.
+scenario_fabric_copy() {
+	WANT_PATH=copy_file_range
+	copy_check "$F" $((1 * MiB)) "$F" $((24 * MiB)) $((12 * MiB + 4096)) all
+	WANT_PATH=
+	expect_eq "the namespace behind the target" "$(sum "$F" $((24 * MiB)) $((12 * MiB + 4096)))" \
+		"$(sum "$B" $((24 * MiB)) $((12 * MiB + 4096)))"
+}
+
+# NVMe passthrough on the initiator's namespace: blkcopy's Copy commands
+# (descriptor format 0h) go over the link as they are.
+scenario_fabric_passthrough() {
+	WANT_PATH=nvme
+	copy_check "$F" $((2 * MiB)) "$F" $((40 * MiB)) $((9 * MiB + 512)) all --offload-path nvme
+	WANT_PATH=
+	expect_eq "the namespace behind the target" "$(sum "$F" $((40 * MiB)) $((9 * MiB + 512)))" \
+		"$(sum "$B" $((40 * MiB)) $((9 * MiB + 512)))"
+}
+
+scenario_fabric_offload_mode() {
+	offload_mode_check "$F" $((4 * MiB)) $((52 * MiB)) $((3 * MiB))
+}
+
 run_all() {
 	wait_for_disks || return
 	report_kernel
+	if [ "$KERNEL_KIND" = fixed-tcp ]; then
+		run_fabric
+		return
+	fi
 	if [ "$ONLY" = scsi ]; then
 		# BLKCOPY_VM_ONLY=scsi on the host: the SCSI scenarios alone.
 		run_scsi
