@@ -89,7 +89,8 @@ func parseFlags() (config, error) {
 	rss := flag.String("rss-sizes", "", "also copy these sizes once with blkcopy on sparse loop devices on disk to show peak RSS stays flat, e.g. 1G,8G")
 	flag.BoolVar(&cfg.offload, "offload", false, "instead: the offload benchmark in a QEMU guest on emulated NVMe (default --size 64M; see bench/README.md)")
 	flag.BoolVar(&cfg.xcopy, "xcopy", false, "instead: the SCSI EXTENDED COPY benchmark in a QEMU guest on LIO LUs (default --size 64M --runs 5; see bench/README.md)")
-	kernels := flag.String("kernels", "seed,debian", "with --offload: kernels to boot: seed (the fixed seed kernel: copy_file_range offload), debian (Debian's kernel: NVMe passthrough)")
+	kernels := flag.String("kernels", "seed,debian", "with --offload: kernels to boot: seed (the fixed seed kernel: copy_file_range offload), debian (Debian's kernel: NVMe passthrough), "+
+		"seed-tcp and seed-tcp-nvme (the fixed seed kernel with NVMe/TCP, test/vm/seed-tcp.sh: namespaces exported over a loopback link, copied through copy_file_range or by passthrough)")
 	shapes := flag.String("shapes", defaultShapes, "with --offload: NVMe namespaces, ';' between them: mssrl=,mcl=,msrc= and optionally lbs=512|4096")
 	flag.StringVar(&cfg.seedKernel, "seed-kernel", "", "with --offload: the seed kernel image (default $BLKCOPY_SEED_KERNEL_DIR or ~/.cache/blkcopy-seed-kernel, bzImage-fixed)")
 	flag.DurationVar(&cfg.vmTimeout, "vm-timeout", 15*time.Minute, "with --offload: how long one VM may run")
@@ -123,11 +124,11 @@ func parseFlags() (config, error) {
 		}
 		for _, k := range strings.Split(*kernels, ",") {
 			switch k = strings.TrimSpace(k); k {
-			case "seed", "debian":
+			case "seed", "debian", "seed-tcp", "seed-tcp-nvme":
 				cfg.kernels = append(cfg.kernels, k)
 			case "":
 			default:
-				return cfg, fmt.Errorf("--kernels: unknown %q (want seed, debian)", k)
+				return cfg, fmt.Errorf("--kernels: unknown %q (want seed, debian, seed-tcp, seed-tcp-nvme)", k)
 			}
 		}
 		var err error

@@ -102,6 +102,11 @@ type offloadKernel struct {
 	tools           []string
 	path            string // the offload_path blkcopy must report
 	reference       string // the tool the offload is held against besides onload
+	blkcopyArgs     string // more flags for the offloaded blkcopy (e.g. --offload-path nvme)
+	// fabric: each namespace is exported by the guest's NVMe target over
+	// TCP on its loopback interface and copied through the initiator's
+	// namespace (test/vm/guest/nvmet.sh), a drive at the end of a link.
+	fabric bool
 }
 
 // Guest tools, in the order each round runs them.
@@ -262,6 +267,25 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		}
 		return offloadKernel{key: key, label: "seed kernel (copy offload series + fixes)", kernel: path,
 			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr"}, ""
+	case "seed-tcp", "seed-tcp-nvme":
+		path := filepath.Join(vm.SeedKernelDir(), "bzImage-fixed-tcp")
+		if _, err := os.Stat(path); err != nil {
+			return offloadKernel{}, fmt.Sprintf("%s skipped: no %s; build it with test/vm/seed-tcp.sh "+
+				"(after ../shared/seed-kernel/build.sh; about 8 minutes once on 2 cores)", key, path)
+		}
+		k := offloadKernel{key: key, label: "seed kernel + NVMe/TCP (namespaces over a loopback link)", kernel: path,
+			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr", fabric: true}
+		if key == "seed-tcp-nvme" {
+			k.label = "seed kernel + NVMe/TCP, blkcopy --offload-path nvme (passthrough over the link)"
+			k.path, k.blkcopyArgs = "nvme", "--offload-path nvme"
+			if _, err := os.Stat(nvmeCLI); err == nil {
+				k.tools = append(k.tools, "nvme")
+				k.reference = "nvme"
+			} else {
+				b.logf("no %s: the nvme copy loop is left out (apt-get install nvme-cli)", nvmeCLI)
+			}
+		}
+		return k, ""
 	case "debian":
 		kernel, modules, err := vm.DebianKernel(filepath.Join(root, "test", "vm", "fetch.sh"))
 		if err != nil {
@@ -277,7 +301,7 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		}
 		return k, ""
 	}
-	return offloadKernel{}, fmt.Sprintf("unknown kernel %q skipped (want seed or debian)", key)
+	return offloadKernel{}, fmt.Sprintf("unknown kernel %q skipped (want seed, seed-tcp, seed-tcp-nvme or debian)", key)
 }
 
 const nvmeCLI = "/usr/sbin/nvme"
@@ -375,6 +399,15 @@ func (b *bench) offloadVM(root, work string, k offloadKernel, bins map[string]st
 		k.key, cfg.size, cfg.runs, cfg.warmup, strings.Join(k.tools, " "), markerNSID)
 	zeros := md5.Sum(make([]byte, 1<<20))
 	fmt.Fprintf(&env, "TAIL_MD5=%s\n", hex.EncodeToString(zeros[:]))
+	fmt.Fprintf(&env, "BLKCOPY_ARGS='%s'\n", k.blkcopyArgs)
+	if k.fabric {
+		env.WriteString("FABRIC=1\n")
+		lib, err := os.ReadFile(filepath.Join(root, "test", "vm", "guest", "nvmet.sh"))
+		if err != nil {
+			return nil, err
+		}
+		rd.AddFile("guest/nvmet.sh", 0o644, lib)
+	}
 	var shapeIDs []string
 	args := []string{
 		"-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
@@ -394,7 +427,13 @@ func (b *bench) offloadVM(root, work string, k offloadKernel, bins map[string]st
 		args = append(args, nvmeArgs(fmt.Sprintf("bench-%d", id), id, img, s)...)
 		sr := &shapeResult{shape: s}
 		if contains(k.tools, "nvme") {
-			loop, n := nvmeLoopScript(s, cfg.size)
+			loopShape := s
+			if k.fabric {
+				// The initiator's namespace has the target's limits, not
+				// the backing namespace's (test/vm/guest/nvmet.sh).
+				loopShape = nsShape{lbs: s.lbs, mssrl: 65535, mcl: 1<<32 - 1, msrc: 255}
+			}
+			loop, n := nvmeLoopScript(loopShape, cfg.size)
 			rd.AddFile(fmt.Sprintf("guest/nvmeloop-%d.sh", id), 0o755, []byte(loop))
 			sr.nvmeCmd = n
 		}
@@ -700,7 +739,12 @@ func parseGuest(res *vmResult, lines []string) (marks int, err error) {
 			}
 			if v, ok := kv["shape"]; ok {
 				if id, _ := strconv.Atoi(v); id >= 1 && id <= len(res.shapes) {
-					res.shapes[id-1].info = kv
+					if res.shapes[id-1].info == nil {
+						res.shapes[id-1].info = map[string]string{}
+					}
+					for key, val := range kv {
+						res.shapes[id-1].info[key] = val
+					}
 				}
 			}
 			if v, ok := kv["k"]; ok {

@@ -262,7 +262,9 @@ func (r *offloadReport) printShape(w io.Writer, v *vmResult, s *shapeResult) {
 				"but the device served Read commands for %.1f%% only: this kernel accounts each Copy's source request (%.0f Copy commands) as a read\n",
 				ios, 100*statReads, 100*hostReads, cmds)
 		}
-		if k.path == "nvme" {
+		// Over the link the target splits each Copy it receives into the
+		// backing namespace's own, so the counts differ by design there.
+		if k.path == "nvme" && !k.fabric {
 			for _, run := range off.runs {
 				if int64(run.trace.copies) != run.summary.OffloadRequests {
 					fmt.Fprintf(w, "  note: round %d: blkcopy reported %d offload_requests, QEMU traced %d Copy commands\n",
@@ -320,6 +322,9 @@ func (r *offloadReport) printShape(w io.Writer, v *vmResult, s *shapeResult) {
 		refRatio = fmt.Sprintf("%.2fx", vsRef)
 	}
 	shape := s.shape.String()
+	if k.fabric {
+		shape = "NVMe/TCP to " + shape
+	}
 	if lbs != 512 {
 		shape += fmt.Sprintf(", %d B blocks", lbs)
 	}

@@ -32,28 +32,19 @@ fi
 
 # shellcheck source=/dev/null # written by the host: KERNEL_KIND, SIZE,
 # RUNS, WARMUP, TOOLS, SHAPES, SHAPE_<n>="serial nsid", SRC_MD5_<n>,
-# TAIL_MD5, MARK="serial nsid"
+# TAIL_MD5, MARK="serial nsid", BLKCOPY_ARGS (more flags for the
+# offloaded blkcopy), FABRIC (set: copy on each namespace through an
+# NVMe/TCP export of it on 127.0.0.1)
 . /guest/env
 
 MiB=1048576
 
 # shellcheck source=test/vm/guest/nvmedev.sh
 . /guest/nvmedev.sh
-
-# wait_dev SERIAL NSID: the driver scans namespaces after probe returns.
-wait_dev() {
-	i=0
-	while [ $i -lt 200 ]; do
-		mdev -s 2>/dev/null
-		if d=$(nvme_dev "$1" "$2") && [ -b "$d" ]; then
-			echo "$d"
-			return 0
-		fi
-		sleep 0.1
-		i=$((i + 1))
-	done
-	return 1
-}
+if [ -n "${FABRIC:-}" ]; then
+	# shellcheck source=test/vm/guest/nvmet.sh
+	. /guest/nvmet.sh
+fi
 
 # sum DEV OFF LEN: md5 of a range, read with O_DIRECT (vmhelper's Go md5:
 # busybox md5sum took 3.2 s for 64 MiB under TCG, vmhelper 0.7 s).
@@ -62,7 +53,7 @@ sum() {
 }
 
 # shellcheck disable=SC2086 # "serial nsid" are two words
-mark_dev=$(wait_dev $MARK) || {
+mark_dev=$(wait_nvme_dev $MARK) || {
 	echo "BENCH FAIL marker namespace $MARK did not appear"
 	reboot -f
 }
@@ -78,7 +69,10 @@ copy_once() {
 	shape=$1 tool=$2 round=$3 dev=$4
 	blocks4m=$((SIZE / (4 * MiB)))
 	case $tool in
-	blkcopy) set -- blkcopy "$dev" "$dev" --src-offset 0 --dst-offset "$SIZE" --len "$SIZE" --json --progress never ;;
+	blkcopy)
+		# shellcheck disable=SC2086 # BLKCOPY_ARGS: separate flags
+		set -- blkcopy "$dev" "$dev" --src-offset 0 --dst-offset "$SIZE" --len "$SIZE" --json --progress never $BLKCOPY_ARGS
+		;;
 	onload) set -- blkcopy "$dev" "$dev" --src-offset 0 --dst-offset "$SIZE" --len "$SIZE" --json --progress never --mode onload ;;
 	dd) set -- dd if="$dev" of="$dev" bs=4M count=$blocks4m seek=$blocks4m iflag=direct oflag=direct conv=fsync status=none ;;
 	cfr) set -- vmhelper cfr "$dev" 0 "$SIZE" "$SIZE" ;;
@@ -122,10 +116,18 @@ case " $TOOLS " in *" nvme "*) startup nvme_version nvme version ;; esac
 for shape in $SHAPES; do
 	eval "spec=\$SHAPE_$shape want=\$SRC_MD5_$shape"
 	# shellcheck disable=SC2086,SC2154 # spec is set by eval
-	dev=$(wait_dev $spec) || {
+	dev=$(wait_nvme_dev $spec) || {
 		echo "BENCH FAIL shape $shape: namespace $spec did not appear"
 		continue
 	}
+	if [ -n "${FABRIC:-}" ]; then
+		back=$dev
+		dev=$(nvmet_tcp_export "$back" "fabric-$shape" $((4420 + shape))) || {
+			echo "BENCH FAIL shape $shape: exporting $back over NVMe/TCP failed"
+			continue
+		}
+		echo "BENCH INFO shape=$shape fabric=$dev backing=$back"
+	fi
 	q=/sys/block/${dev#/dev/}/queue
 	echo "BENCH INFO shape=$shape dev=$dev lbs=$(cat $q/logical_block_size)" \
 		"copy_max_bytes=$(cat $q/copy_max_bytes 2>/dev/null || echo none)" \
