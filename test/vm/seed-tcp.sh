@@ -14,14 +14,17 @@
 # so the seed kernels' own build is untouched; about 5 minutes on 2 cores,
 # then it only prints the path of OUT/bzImage-fixed-tcp.
 #
-# Three more fixes to the series, in seed-tcp.patch, all found by this
+# Four more fixes to the series, in seed-tcp.patch, all found by this
 # rig: (6) nvme-tcp sends a Copy command's descriptors (below); (7) the
 # NVMe target keeps a copy's parameters until it completes (the series
 # kept them on the stack of a function that had returned: the command
 # never completed) and accepts descriptor format 0h, which has no
 # namespace ID, as OCFS now says; (8) blkdev_copy_offload() counts one
 # completion per copy context, not one per source bio: a Copy of two or
-# more ranges received by the target never completed.
+# more ranges received by the target never completed; (9) a copy request
+# whose first bio is a source bio sees its other source bios (the walk
+# stopped at the first, which had been unlinked from the context's list):
+# such a Copy then copied its first range only and reported success.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-${BLKCOPY_SEED_KERNEL_DIR:-$HOME/.cache/blkcopy-seed-kernel}}
