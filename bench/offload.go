@@ -38,6 +38,14 @@ type nsShape struct {
 // limit.
 const defaultShapes = "mssrl=128,mcl=2048,msrc=127;mssrl=2048,mcl=16384,msrc=15"
 
+// nvmetShape is what the initiator's namespace allows over NVMe/TCP: the
+// Copy limits the seed series' NVMe target advertises whatever the
+// backing namespace's (nvmet_set_copy_limits: MSSRL 65535, MCL 2^32-1,
+// MSRC 255), in the backing namespace's block size.
+func nvmetShape(lbs int64) nsShape {
+	return nsShape{lbs: lbs, mssrl: 65535, mcl: 1<<32 - 1, msrc: 255}
+}
+
 func (s nsShape) String() string {
 	return fmt.Sprintf("mssrl=%d,mcl=%d,msrc=%d", s.mssrl, s.mcl, s.msrc)
 }
@@ -271,7 +279,7 @@ func (b *bench) resolveKernel(root, key string) (offloadKernel, string) {
 		path := filepath.Join(vm.SeedKernelDir(), "bzImage-fixed-tcp")
 		if _, err := os.Stat(path); err != nil {
 			return offloadKernel{}, fmt.Sprintf("%s skipped: no %s; build it with test/vm/seed-tcp.sh "+
-				"(after ../shared/seed-kernel/build.sh; about 8 minutes once on 2 cores)", key, path)
+				"(after ../shared/seed-kernel/build.sh; about 5 minutes once on 2 cores)", key, path)
 		}
 		k := offloadKernel{key: key, label: "seed kernel + NVMe/TCP (namespaces over a loopback link)", kernel: path,
 			tools: []string{"blkcopy", "onload", "dd", "cfr"}, path: "copy_file_range", reference: "cfr", fabric: true}
@@ -429,9 +437,7 @@ func (b *bench) offloadVM(root, work string, k offloadKernel, bins map[string]st
 		if contains(k.tools, "nvme") {
 			loopShape := s
 			if k.fabric {
-				// The initiator's namespace has the target's limits, not
-				// the backing namespace's (test/vm/guest/nvmet.sh).
-				loopShape = nsShape{lbs: s.lbs, mssrl: 65535, mcl: 1<<32 - 1, msrc: 255}
+				loopShape = nvmetShape(s.lbs)
 			}
 			loop, n := nvmeLoopScript(loopShape, cfg.size)
 			rd.AddFile(fmt.Sprintf("guest/nvmeloop-%d.sh", id), 0o755, []byte(loop))

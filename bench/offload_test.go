@@ -43,6 +43,7 @@ func TestNVMeLoopScript(t *testing.T) {
 		{nsShape{512, 2048, 16384, 15}, 64 << 20, 8, 8},
 		{nsShape{512, 2048, 16384, 15}, 12 << 20, 2, 4},
 		{nsShape{4096, 64, 100, 3}, 1 << 20, 3, 1}, // MCL cuts the second range of a command
+		{nvmetShape(512), 512 << 20, 1, 17},        // over NVMe/TCP: 16 full ranges and 16 blocks
 	} {
 		script, cmds := nvmeLoopScript(tt.shape, tt.n)
 		if cmds != tt.cmds {
