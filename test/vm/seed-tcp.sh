@@ -15,7 +15,9 @@
 # then it only prints the path of OUT/bzImage-fixed-tcp.
 #
 # Four more fixes to the series, in seed-tcp.patch, all found by this
-# rig: (6) nvme-tcp sends a Copy command's descriptors (below); (7) the
+# rig: (6) nvme-tcp sends a Copy command's descriptors (the request is
+# REQ_OP_COPY_SRC, which the block layer counts as a read, so they were
+# never sent and every Copy over TCP hung); (7) the
 # NVMe target keeps a copy's parameters until it completes (the series
 # kept them on the stack of a function that had returned: the command
 # never completed) and accepts descriptor format 0h, which has no
@@ -47,11 +49,7 @@ if [ ! -d "$WT" ]; then
 	git -C "$SRC" worktree add -q --detach "$WT" fixed
 fi
 cd "$WT"
-# seed-tcp.patch, fix 6: NVMe/TCP sends a Copy command's source range
-# descriptors to the target. The series builds a copy request as
-# REQ_OP_COPY_SRC, which the block layer counts as a read, so nvme-tcp
-# never sent them and every Copy over TCP hung (checked on this kernel:
-# one 64 KiB copy_file_range stayed in flight, no Copy reached the device).
+# Fixes 6-9 (above) on a clean checkout of the fixed seed kernel.
 git checkout -q -f fixed
 git apply "$HERE/seed-tcp.patch"
 # Start from the seed kernels' config (all drivers built in) and add the

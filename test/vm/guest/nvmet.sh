@@ -1,8 +1,9 @@
 # nvmet.sh: export an NVMe namespace over NVMe/TCP on the guest's loopback
 # interface and connect to it, so a copy runs against a namespace at the
 # far end of a link (the kernel's NVMe target, nvmet-tcp, and its host,
-# nvme-tcp). Sourced by the offload benchmark's guest (bench/guest/
-# offload.sh); needs a kernel with both built in (test/vm/seed-tcp.sh).
+# nvme-tcp). Sourced by the VM rig's fabric scenarios (scenarios.sh) and
+# the offload benchmark's guest (bench/guest/offload.sh); needs a kernel
+# with both built in (test/vm/seed-tcp.sh).
 #
 # On the seed kernel the target passes a Copy command it receives to
 # blkdev_copy_offload on the backing namespace (QEMU's NVMe, which copies),

@@ -639,7 +639,7 @@ run_fabric() {
 	# shellcheck source=test/vm/guest/nvmet.sh
 	. /guest/nvmet.sh
 	# shellcheck disable=SC2086 # DISK_L is "serial nsid"
-	L=$(nvme_dev $DISK_L) && F=$(nvmet_tcp_export "$L" fabric 4420) || {
+	L=$(wait_nvme_dev $DISK_L) && F=$(nvmet_tcp_export "$L" fabric 4420) || {
 		echo "VMTEST FAIL fabric: exporting namespace L ($L) over NVMe/TCP failed: $(dmesg | tail -5)"
 		return
 	}
